@@ -1,0 +1,3 @@
+from callagent.cli import main
+
+raise SystemExit(main())

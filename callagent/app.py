@@ -1,0 +1,81 @@
+"""The Starlette application: the whole URL map on one screen, and its lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from callagent.call.recorder import Recorder
+from callagent.config import Settings
+from callagent.engines.base import CallContext, Engine
+from callagent.engines.fixture import FixtureEngine, FixtureScript
+from callagent.services import Services
+from callagent.store.db import create_engine_for, make_sessionmaker
+from callagent.telephony.twilio import webhooks
+from callagent.telephony.twilio.media import media_endpoint
+
+log = logging.getLogger(__name__)
+
+EngineFactoryBuilder = Callable[[Settings], Callable[[CallContext], Engine]]
+
+
+def default_engines(settings: Settings) -> Callable[[CallContext], Engine]:
+    script = FixtureScript.packaged()
+    return lambda call: FixtureEngine(script)
+
+
+async def healthz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return JSONResponse(
+        {"status": "ok", "live_calls": len(services.live_calls)}
+    )
+
+
+async def metrics(request: Request) -> Response:
+    services: Services = request.app.state.services
+    recorder = services.recorder
+    if isinstance(recorder, Recorder):
+        services.metrics.set("callagent_recorder_queue_depth", recorder.queue_depth)
+    services.metrics.set("callagent_live_calls", len(services.live_calls))
+    return PlainTextResponse(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def warn_if_unverified(settings: Settings) -> None:
+    if not settings.twilio.verify_signatures:
+        log.warning(
+            "TWILIO SIGNATURE VERIFICATION IS OFF (twilio.verify_signatures=false). "
+            "Anyone can post fake calls to this service. Use this for local development only."
+        )
+
+
+def create_app(settings: Settings, engines: EngineFactoryBuilder = default_engines) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        warn_if_unverified(settings)
+        db = create_engine_for(settings)
+        recorder = Recorder(make_sessionmaker(db), settings.recorder)
+        recorder.start()
+        app.state.services = Services(
+            settings=settings, recorder=recorder, engines=engines(settings)
+        )
+        try:
+            yield
+        finally:
+            await recorder.close()
+            await db.dispose()
+
+    return Starlette(
+        routes=[
+            *webhooks.routes(),
+            WebSocketRoute("/twilio/media", media_endpoint),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )

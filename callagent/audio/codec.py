@@ -1,0 +1,62 @@
+"""G.711 mu-law <-> 16-bit PCM, bit-exact with ``audioop``.
+
+Both directions call ``audioop`` (stdlib on 3.11/3.12, the ``audioop-lts``
+package on 3.13+). Measured on the project VM per 160-sample frame: decode
+1.3 us and encode 1.0 us, against 2.9 us each way for the fastest numpy
+lookup tables, so tables would only add code.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TypeAlias
+
+import numpy as np
+
+from callagent.audio.pcm import Samples
+
+with warnings.catch_warnings():
+    # 3.11/3.12 warn that audioop leaves the stdlib in 3.13; audioop-lts takes over there.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+__all__ = ["ULAW_SILENCE", "BytesLike", "as_samples", "pcm_to_ulaw", "ulaw_to_pcm"]
+
+BytesLike: TypeAlias = bytes | bytearray | memoryview
+
+# 0xFF decodes to 0; the idle byte of a G.711 mu-law line.
+ULAW_SILENCE = 0xFF
+
+
+def as_samples(data: Samples | BytesLike) -> Samples:
+    """Validate mono PCM16: an int16 1-D array, or little-endian PCM16 bytes.
+
+    Returns a C-contiguous int16 array (a read-only view for bytes input).
+    """
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.int16:
+            # Also rejects byte-swapped int16 ('>i2'): audioop and soxr read native order.
+            raise ValueError(f"expected native int16 PCM samples, got dtype {data.dtype.str!r}")
+        if data.ndim != 1:
+            raise ValueError(f"expected mono 1-D PCM samples, got shape {data.shape}")
+        return np.ascontiguousarray(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        size = memoryview(data).nbytes
+        if size % 2:
+            raise ValueError(f"PCM16 data must have an even length, got {size} bytes")
+        return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+    raise ValueError(f"expected int16 samples or PCM16 bytes, got {type(data).__name__}")
+
+
+def ulaw_to_pcm(data: BytesLike) -> Samples:
+    """Decode mu-law bytes (any length, including 0) to int16 samples."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"expected mu-law bytes, got {type(data).__name__}")
+    # copy(): callers get a writable array, not a view of audioop's bytes (+0.5 us).
+    return np.frombuffer(audioop.ulaw2lin(data, 2), dtype=np.int16).copy()
+
+
+def pcm_to_ulaw(samples: Samples | BytesLike) -> bytes:
+    """Encode int16 samples (or PCM16 little-endian bytes) to mu-law bytes."""
+    # tobytes(): 0.7 us per frame, faster than handing audioop the array's buffer (1.3 us).
+    return audioop.lin2ulaw(as_samples(samples).tobytes(), 2)

@@ -1,0 +1,158 @@
+"""What a call leaves behind: typed records the session hands to the recorder.
+
+The recorder writes them in order, in batches. Each record has a stable
+``kind`` and round-trips through plain JSON so that the recorder's journal
+(used while the database is unreachable) can hold and replay it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class CallOpened:
+    kind: ClassVar[str] = "call_opened"
+    call_id: str
+    direction: str
+    agent: str
+    engine: str
+    from_number: str
+    to_number: str
+    twilio_call_sid: str
+    started_at: datetime
+    campaign_id: int | None = None
+    contact_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallStreamStarted:
+    """The media stream began: the call was answered by us."""
+
+    kind: ClassVar[str] = "call_stream_started"
+    call_id: str
+    stream_sid: str
+    answered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatusChanged:
+    """A Twilio call status callback (deduplicated on sid + sequence)."""
+
+    kind: ClassVar[str] = "call_status"
+    twilio_call_sid: str
+    status: str
+    sequence: int
+    at: datetime
+    duration_s: int | None = None
+    answered_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallClosed:
+    kind: ClassVar[str] = "call_closed"
+    call_id: str
+    ended_at: datetime
+    end_reason: str
+    status: str = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    kind: ClassVar[str] = "turn"
+    call_id: str
+    seq: int
+    speaker: str  # "caller" | "agent"
+    text: str
+    start_ms: float
+    end_ms: float
+    interrupted: bool = False
+    heard_text: str | None = None
+    heard_ms: float | None = None
+    # latency figures (ms); None where they do not apply
+    response_latency_ms: float | None = None
+    stt_ms: float | None = None
+    brain_ms: float | None = None
+    tts_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    kind: ClassVar[str] = "tool_call"
+    call_id: str
+    tool_call_id: str
+    name: str
+    arguments: str
+    result: str
+    status: str
+    started_at: datetime
+    duration_ms: float
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRecord:
+    kind: ClassVar[str] = "metric"
+    call_id: str
+    name: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    kind: ClassVar[str] = "audit"
+    action: str
+    actor: str
+    at: datetime
+    call_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Record = (
+    CallOpened
+    | CallStreamStarted
+    | CallStatusChanged
+    | CallClosed
+    | TurnRecord
+    | ToolCallRecord
+    | MetricRecord
+    | AuditRecord
+)
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    t.kind: t  # type: ignore[misc]
+    for t in (
+        CallOpened,
+        CallStreamStarted,
+        CallStatusChanged,
+        CallClosed,
+        TurnRecord,
+        ToolCallRecord,
+        MetricRecord,
+        AuditRecord,
+    )
+}
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": record.kind}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def record_from_json(data: dict[str, Any]) -> Record:
+    cls = RECORD_TYPES[data["kind"]]
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.type in ("datetime", "datetime | None") and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

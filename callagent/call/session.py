@@ -1,0 +1,413 @@
+"""CallSession: one call between Twilio's media stream and an engine.
+
+Inbound: parsed Twilio events -> mu-law decode -> streaming resample -> engine.feed.
+Outbound: engine events -> resample to 8 kHz -> mu-law -> 20 ms frames -> pacer,
+with a mark after each agent speech segment; the playback tracker turns mark
+echoes into what the caller has heard. Records go to the recorder's queue:
+nothing on this path awaits the database or a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from callagent.audio.codec import pcm_to_ulaw, ulaw_to_pcm
+from callagent.audio.frames import FrameSplitter
+from callagent.audio.pacer import Frame, OutboundPacer
+from callagent.audio.pcm import Pcm
+from callagent.audio.resample import Resampler, make_resampler
+from callagent.call.playback import PlaybackTracker
+from callagent.call.records import (
+    AuditRecord,
+    CallClosed,
+    CallStreamStarted,
+    MetricRecord,
+    TurnRecord,
+)
+from callagent.engines.base import (
+    AgentAudio,
+    AgentTextDelta,
+    AgentTurnDone,
+    CallContext,
+    EndCall,
+    Engine,
+    EngineEvent,
+    Interrupt,
+    Metric,
+    PlaybackProgress,
+    ToolCallFinished,
+    ToolCallStarted,
+    Transfer,
+    UserTranscript,
+)
+from callagent.services import Services
+from callagent.telephony.twilio.protocol import (
+    Audio,
+    Digit,
+    MarkEchoed,
+    Rejected,
+    Started,
+    Stopped,
+    TwilioStreamProtocol,
+)
+
+log = logging.getLogger(__name__)
+
+RATE = 8000
+Send = Callable[[str], Awaitable[None]]
+
+
+def heard_words(text: str, heard_ms: float, total_ms: float) -> str:
+    """The words of ``text`` the caller heard, spread evenly over the audio.
+
+    An approximation for engines that give no word timings.
+    """
+    if total_ms <= 0 or heard_ms >= total_ms:
+        return text
+    words = text.split()
+    return " ".join(words[: int(len(words) * max(0.0, heard_ms) / total_ms)])
+
+
+@dataclass
+class AgentTurn:
+    turn_id: str
+    seq: int
+    text: str = ""
+    done: bool = False
+    sent_ms: float = 0.0
+    first_sent_at_ms: float | None = None  # call clock
+    interrupted: bool = False
+    heard_ms: float | None = None
+    latency_ms: float | None = None
+    recorded: bool = False
+    segments: int = 0
+    resampler: Resampler | None = None
+    splitter: FrameSplitter = field(default_factory=FrameSplitter)
+
+
+class CallSession:
+    def __init__(
+        self,
+        services: Services,
+        protocol: TwilioStreamProtocol,
+        send: Send,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.services = services
+        self.protocol = protocol
+        self._send = send
+        self._clock = clock
+        media = services.settings.media
+        self.pacer = OutboundPacer(lead_ms=media.playout_lead_ms)
+        self.playback = PlaybackTracker()
+        self.call: CallContext | None = None
+        self.engine: Engine | None = None
+        self.end_reason: str | None = None
+        self.ended = asyncio.Event()
+        self._t0: float | None = None
+        self._inbound: Resampler | None = None
+        self._turns: dict[str, AgentTurn] = {}
+        self._seq = 0
+        self._last_caller_end_ms: float | None = None
+        self._wake = asyncio.Event()
+        self._urgent: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rejections = 0
+        self.frames_in = 0
+        self.frames_out = 0
+
+    # ---- clock ---------------------------------------------------------------
+
+    def call_ms(self) -> float:
+        return 0.0 if self._t0 is None else 1000.0 * (self._clock() - self._t0)
+
+    # ---- inbound: called by the transport shell for every message ------------
+
+    def receive(self, message: str | bytes) -> None:
+        for event in self.protocol.receive(message):
+            self._on_transport_event(event)
+
+    def _on_transport_event(self, event: object) -> None:
+        if isinstance(event, Audio):
+            self._on_audio(event.ulaw)
+        elif isinstance(event, MarkEchoed):
+            self._on_mark(event.name)
+        elif isinstance(event, Digit):
+            if self.engine is not None:
+                self.engine.dtmf(event.digit)
+        elif isinstance(event, Started):
+            self._on_start(event)
+        elif isinstance(event, Stopped):
+            self.finish("caller hung up")
+        elif isinstance(event, Rejected):
+            self._on_rejected(event)
+
+    def _on_start(self, event: Started) -> None:
+        services = self.services
+        params = event.custom_parameters
+        call_id = params.get("call_id", "")
+        if not call_id:
+            self.finish("protocol error: start without a call_id parameter")
+            return
+        self._t0 = self._clock()
+        self.call = CallContext(
+            call_id=call_id,
+            direction=params.get("direction", "inbound"),
+            agent=params.get("agent", services.settings.agent.default_profile),
+            from_number=params.get("from", ""),
+            to_number=params.get("to", ""),
+            call_sid=event.call_sid,
+            parameters=dict(params),
+        )
+        services.live_calls.add(call_id)
+        services.metrics.add("callagent_live_calls_gauge", 1)
+        now = services.now()
+        services.recorder.submit(CallStreamStarted(call_id, event.stream_sid, now))
+        services.recorder.submit(
+            AuditRecord("call.answered", "system", now, call_id, {"stream_sid": event.stream_sid})
+        )
+        self.engine = services.engines(self.call)
+        self._inbound = make_resampler(RATE, self.engine.input_rate)
+        self._tasks.append(asyncio.create_task(self._run_engine(self.engine, self.call)))
+        self._tasks.append(asyncio.create_task(self._pump()))
+
+    def _on_audio(self, ulaw: bytes) -> None:
+        self.frames_in += 1
+        if self.engine is None or self._inbound is None:
+            return
+        samples = self._inbound.process(ulaw_to_pcm(ulaw))
+        if len(samples):
+            self.engine.feed(Pcm(samples, self.engine.input_rate))
+
+    def _on_mark(self, name: str) -> None:
+        progress = self.playback.on_mark_echo(name)
+        if progress is None:
+            return
+        if self.engine is not None:
+            self.engine.played(progress)
+        turn = self._turns.get(progress.turn_id)
+        if turn is not None and progress.complete:
+            self._record_agent_turn(turn)
+
+    def _on_rejected(self, event: Rejected) -> None:
+        self._rejections += 1
+        self.services.metrics.inc("callagent_media_rejections_total", reason=event.reason.value)
+        call = self.call.call_id if self.call else "-"
+        log.warning("call %s: rejected media message: %s", call, event.detail)
+        if event.fatal:
+            self.finish(f"protocol error: {event.detail}")
+        elif self._rejections >= self.services.settings.media.max_rejections:
+            self.finish(f"protocol error: {self._rejections} rejected messages")
+
+    # ---- engine events -------------------------------------------------------
+
+    async def _run_engine(self, engine: Engine, call: CallContext) -> None:
+        try:
+            await engine.start(call)
+            async for event in engine.events():
+                self._on_engine_event(event)
+                if self.ended.is_set():
+                    break
+        except Exception:
+            log.exception("call %s: engine %s failed", call.call_id, engine.name)
+            self.finish("engine failure")
+
+    def _on_engine_event(self, event: EngineEvent) -> None:
+        if isinstance(event, AgentAudio):
+            self._on_agent_audio(event)
+        elif isinstance(event, AgentTurnDone):
+            turn = self._turn(event.turn_id)
+            turn.text, turn.done = event.text, True
+            if not turn.interrupted:
+                # A closing mark: its echo proves the whole turn was heard.
+                self._mark(turn, f"{turn.turn_id}:end", final=True)
+        elif isinstance(event, AgentTextDelta):
+            self._turn(event.turn_id).text += event.text
+        elif isinstance(event, Interrupt):
+            self._interrupt(event.turn_id)
+        elif isinstance(event, UserTranscript):
+            if event.final:
+                self._record_caller_turn(event)
+        elif isinstance(event, EndCall):
+            self._tasks.append(asyncio.create_task(self._end_after_playback(event.reason)))
+        elif isinstance(event, Metric):
+            if self.call:
+                self.services.recorder.submit(MetricRecord(self.call.call_id, event.name, event.value))
+        elif isinstance(event, ToolCallStarted | ToolCallFinished | Transfer):
+            # Tools and transfers arrive with the compliance/tools work; until
+            # then they are logged, not dropped silently.
+            log.info("call %s: %s", self.call.call_id if self.call else "-", event)
+
+    def _turn(self, turn_id: str) -> AgentTurn:
+        turn = self._turns.get(turn_id)
+        if turn is None:
+            self._seq += 1
+            turn = AgentTurn(turn_id, self._seq)
+            self._turns[turn_id] = turn
+        return turn
+
+    def _on_agent_audio(self, event: AgentAudio) -> None:
+        turn = self._turn(event.turn_id)
+        if turn.interrupted:
+            return  # late audio of an interrupted turn is never played
+        if turn.resampler is None:
+            turn.resampler = make_resampler(event.audio.rate, RATE)
+        samples = turn.resampler.process(event.audio.samples)
+        if event.segment_end:
+            samples = np.concatenate([samples, turn.resampler.flush()])
+            turn.resampler = None
+        self._queue_frames(turn, turn.splitter.push(pcm_to_ulaw(samples)))
+        if event.segment_end:
+            tail = turn.splitter.flush(pad=True)
+            self._queue_frames(turn, [tail] if tail else [])
+            turn.segments += 1
+            self._mark(turn, f"{turn.turn_id}:{turn.segments}")
+
+    def _mark(self, turn: AgentTurn, name: str, final: bool = False) -> None:
+        self.playback.register_mark(name, turn.turn_id, turn.sent_ms, final=final)
+        self.pacer.push_mark(name)
+        self._wake.set()
+
+    def _queue_frames(self, turn: AgentTurn, frames: list[bytes]) -> None:
+        now = self._clock()
+        for frame in frames:
+            if turn.first_sent_at_ms is None:
+                turn.first_sent_at_ms = self.call_ms()
+                # Twilio plays it once everything queued ahead of it has played.
+                ahead_s = (self.pacer.queued_ms(now) + self.pacer.pending_ms) / 1000.0
+                self.playback.turn_playback_started(turn.turn_id, now + ahead_s)
+                if self._last_caller_end_ms is not None:
+                    turn.latency_ms = turn.first_sent_at_ms - self._last_caller_end_ms
+                    self._last_caller_end_ms = None
+            self.pacer.push_frame(frame, now)
+            turn.sent_ms += 1000.0 * len(frame) / RATE
+        if frames:
+            self._wake.set()
+
+    def _interrupt(self, turn_id: str) -> None:
+        turn = self._turns.get(turn_id)
+        now = self._clock()
+        self.pacer.clear(now)
+        self.playback.on_clear(now)
+        self._urgent.append(self.protocol.clear())
+        self._wake.set()
+        self.services.metrics.inc("callagent_interruptions_total")
+        if turn is None or turn.recorded:
+            return
+        turn.interrupted = True
+        turn.heard_ms = self.playback.heard_ms_estimate(turn_id, now)
+        if self.engine is not None:
+            self.engine.played(PlaybackProgress(turn_id, turn.heard_ms, False))
+        self._record_agent_turn(turn)
+
+    async def _end_after_playback(self, reason: str) -> None:
+        # Let the goodbye play: wait until every mark sent has come back.
+        while not self.ended.is_set() and self.playback.outstanding_marks:
+            await asyncio.sleep(0.05)
+        self.finish(reason)
+
+    # ---- records ---------------------------------------------------------------
+
+    def _record_caller_turn(self, event: UserTranscript) -> None:
+        if self.call is None:
+            return
+        self._seq += 1
+        self._last_caller_end_ms = event.end_ms
+        self.services.recorder.submit(
+            TurnRecord(
+                call_id=self.call.call_id,
+                seq=self._seq,
+                speaker="caller",
+                text=event.text,
+                start_ms=event.start_ms,
+                end_ms=event.end_ms,
+            )
+        )
+
+    def _record_agent_turn(self, turn: AgentTurn) -> None:
+        if self.call is None or turn.recorded:
+            return
+        turn.recorded = True
+        heard = turn.heard_ms if turn.heard_ms is not None else self.playback.heard_ms(turn.turn_id)
+        start = turn.first_sent_at_ms or 0.0
+        self.services.recorder.submit(
+            TurnRecord(
+                call_id=self.call.call_id,
+                seq=turn.seq,
+                speaker="agent",
+                text=turn.text,
+                start_ms=start,
+                end_ms=start + heard,
+                interrupted=turn.interrupted,
+                heard_text=heard_words(turn.text, heard, turn.sent_ms),
+                heard_ms=heard,
+                response_latency_ms=turn.latency_ms,
+            )
+        )
+
+    # ---- outbound pump ---------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while not self.ended.is_set():
+            while self._urgent:
+                await self._send(self._urgent.pop(0))
+            now = self._clock()
+            for item in self.pacer.due(now):
+                if isinstance(item, Frame):
+                    await self._send(self.protocol.media(item.ulaw))
+                    self.frames_out += 1
+                else:
+                    await self._send(self.protocol.mark(item.name))
+            wake_at = self.pacer.next_due_at(self._clock())
+            timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
+            self._wake.clear()
+            if self._urgent:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+
+    # ---- end -------------------------------------------------------------------
+
+    def finish(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        self.ended.set()
+        self._wake.set()
+
+    async def close(self, reason: str = "media stream closed") -> None:
+        self.finish(reason)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.engine is not None:
+            await self.engine.close()
+        if self.call is None:
+            return
+        for turn in self._turns.values():
+            if not turn.recorded and turn.segments:
+                self._record_agent_turn(turn)
+        services = self.services
+        call_id = self.call.call_id
+        now = services.now()
+        for name, value in (
+            ("frames_in", self.frames_in),
+            ("frames_out", self.frames_out),
+            ("late_frames", self.pacer.late_frames),
+            ("max_late_ms", self.pacer.max_late_ms),
+            ("rejected_messages", self._rejections),
+        ):
+            services.recorder.submit(MetricRecord(call_id, name, float(value)))
+        services.recorder.submit(CallClosed(call_id, now, self.end_reason or reason))
+        services.recorder.submit(
+            AuditRecord("call.ended", "system", now, call_id, {"reason": self.end_reason or reason})
+        )
+        services.live_calls.discard(call_id)
+        services.metrics.add("callagent_live_calls_gauge", -1)

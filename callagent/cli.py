@@ -1,0 +1,112 @@
+"""The one command-line entry point: `callagent <command>`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from callagent.config import ConfigError, Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"callagent: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from callagent.app import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.server.host,
+        port=args.port or settings.server.port,
+        log_level=args.log_level,
+        # Twilio sends small JSON frames; anything much larger is refused by
+        # the protocol layer with a precise error, this is the hard ceiling.
+        ws_max_size=4 * settings.media.max_message_bytes,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from callagent.store.db import upgrade
+
+    url = args.url or _settings().database.url
+    upgrade(url)
+    print(f"database at {url.split('@')[-1]} is at the latest revision")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from callagent.sim.caller import SimulatedCall, run_simulated_call
+
+    settings = _settings()
+    call = SimulatedCall(
+        base_url=args.url or f"http://{settings.server.host}:{settings.server.port}",
+        public_origin=settings.server.public_origin,
+        auth_token=settings.twilio.auth_token,
+        wav=Path(args.wav) if args.wav else None,
+        silence_s=args.silence,
+        tail_s=args.tail,
+        lead_s=args.lead,
+        from_number=args.from_number,
+        to_number=args.to_number,
+        heard_wav=Path(args.out) if args.out else None,
+        dtmf=args.dtmf or "",
+    )
+    result = asyncio.run(run_simulated_call(call))
+    print(result.timeline_text())
+    if args.out:
+        print(f"caller/heard audio written to {args.out}")
+    return 0 if result.completed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callagent", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the web service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="apply all migrations")
+    up.add_argument("--url", help="database URL (default: database.url from the settings)")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    sim = sub.add_parser("simulate", help="play a phone caller against a running service")
+    sim.add_argument("--url", help="service base URL (default: server.host/port)")
+    sim.add_argument("--wav", help="what the caller says (WAV, any rate, mono)")
+    sim.add_argument("--silence", type=float, default=0.0, help="seconds of silence to send")
+    sim.add_argument("--lead", type=float, default=1.0, help="seconds of silence before speaking")
+    sim.add_argument("--tail", type=float, default=4.0, help="seconds to stay on after speaking")
+    sim.add_argument("--from", dest="from_number", default="+15005550006")
+    sim.add_argument("--to", dest="to_number", default="+15005550001")
+    sim.add_argument("--dtmf", help="keys to press after the lead")
+    sim.add_argument("--out", help="write caller (left) and heard (right) audio here")
+    sim.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Embedded offline speech stages: VAD, language models, STT and TTS."""

@@ -1,0 +1,525 @@
+"""The recorder never blocks, writes in batches, and loses nothing when the database stops.
+
+Outages are real: PostgreSQL is reached through a TCP proxy that is shut down
+(every connection cut) and started again; SQLite is locked by another process
+holding an exclusive transaction, so writers get "database is locked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callagent.call.recorder import Recorder, RecorderClosed
+from callagent.call.records import (
+    AuditRecord,
+    CallClosed,
+    CallOpened,
+    CallStatusChanged,
+    CallStreamStarted,
+    MetricRecord,
+    Record,
+    ToolCallRecord,
+    TurnRecord,
+    record_to_json,
+)
+from callagent.config import RecorderSettings
+from callagent.store import queries
+from callagent.store.db import create_engine_for, make_sessionmaker
+from callagent.store.models import AuditEvent, Call, CallMetric, CallStatusEvent, ToolCall, Turn
+
+T0 = datetime(2026, 5, 4, 9, 0, 0, tzinfo=timezone.utc)
+
+
+def settings(tmp_path: Path, **kw: int) -> RecorderSettings:
+    values = {"queue_size": 64, "batch_size": 16, "flush_interval_ms": 20, "retry_interval_ms": 100}
+    values.update(kw)
+    return RecorderSettings(journal_dir=str(tmp_path / "journal"), **values)
+
+
+def journal_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "journal").glob("recorder-*.jsonl"))
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.01)
+
+
+# ---- a call's worth of records ----------------------------------------------------------
+
+
+def one_call(n: int, turns: int) -> list[Record]:
+    call_id, sid = f"call-{n}", f"CA{n:032d}"
+    at = T0 + timedelta(minutes=n)
+    out: list[Record] = [
+        CallOpened(call_id, "inbound", "support", "pipeline", "+15550001", f"+1555100{n:04d}", sid, at),
+        AuditRecord("call.received", "twilio", at, call_id, {"sid": sid}),
+        CallStatusChanged(sid, "ringing", 1, at),
+        CallStreamStarted(call_id, f"MZ{n:032d}", at + timedelta(seconds=1)),
+        CallStatusChanged(sid, "in-progress", 2, at + timedelta(seconds=1)),
+        AuditRecord("call.answered", "system", at + timedelta(seconds=1), call_id, {"n": n}),
+    ]
+    for i in range(turns):
+        out.append(TurnRecord(call_id, i, "caller" if i % 2 else "agent", f"call {n} turn {i}",
+                              i * 2000.0, i * 2000.0 + 1500, interrupted=i % 5 == 4,
+                              heard_text="partial" if i % 5 == 4 else None, response_latency_ms=400.0 + i))
+        if i % 6 == 3:
+            out.append(ToolCallRecord(call_id, f"tc-{i}", "lookup", json.dumps({"i": i}), "{}", "ok",
+                                      at + timedelta(seconds=i), 12.5))
+            out.append(AuditRecord("tool.called", "agent", at + timedelta(seconds=i), call_id, {"i": i}))
+        if i % 4 == 0:
+            out.append(MetricRecord(call_id, f"latency_p{i % 3}", float(i)))
+    end = at + timedelta(seconds=turns * 2 + 5)
+    out += [
+        CallClosed(call_id, end, "caller_hangup"),
+        AuditRecord("call.ended", "system", end, call_id, {"reason": "caller_hangup"}),
+        CallStatusChanged(sid, "completed", 3, end, duration_s=turns * 2 + 4),
+    ]
+    return out
+
+
+def interleaved_calls(n_calls: int = 3, turns: int = 40) -> list[Record]:
+    """Several calls at once, as one process's recorder sees them (each call in order)."""
+    calls = [one_call(n, turns) for n in range(n_calls)]
+    out: list[Record] = []
+    for i in range(max(len(c) for c in calls)):
+        out += [c[i] for c in calls if i < len(c)]
+    return out
+
+
+async def assert_written_exactly_once(url: str, records: Sequence[Record]) -> None:
+    engine = create_engine_for(url)
+    try:
+        async with make_sessionmaker(engine)() as s:
+            calls = (await s.scalars(select(Call))).all()
+            turns = sorted((t.call_id, t.seq, t.text) for t in (await s.scalars(select(Turn))).all())
+            tools = sorted((t.call_id, t.tool_call_id) for t in (await s.scalars(select(ToolCall))).all())
+            metrics = {(m.call_id, m.name): m.value for m in (await s.scalars(select(CallMetric))).all()}
+            statuses = sorted((e.call_sid, e.sequence)
+                              for e in (await s.scalars(select(CallStatusEvent))).all())
+            audits = [(a.action, a.call_id, json.loads(a.details))
+                      for a in (await s.scalars(select(AuditEvent).order_by(AuditEvent.seq))).all()]
+            chain = await queries.verify_audit(s)
+    finally:
+        await engine.dispose()
+    expected_metrics: dict[tuple[str, str], float] = {}
+    for r in records:
+        if isinstance(r, MetricRecord):
+            expected_metrics[(r.call_id, r.name)] = r.value
+    assert sorted(c.id for c in calls) == sorted(r.call_id for r in records if isinstance(r, CallOpened))
+    assert turns == sorted((r.call_id, r.seq, r.text) for r in records if isinstance(r, TurnRecord))
+    assert tools == sorted((r.call_id, r.tool_call_id) for r in records if isinstance(r, ToolCallRecord))
+    assert metrics == expected_metrics
+    assert statuses == sorted((r.twilio_call_sid, r.sequence)
+                              for r in records if isinstance(r, CallStatusChanged))
+    # exactly once and in submission order
+    assert audits == [(r.action, r.call_id, r.details) for r in records if isinstance(r, AuditRecord)]
+    assert chain.ok, chain.reason
+    for c in calls:
+        if any(isinstance(r, CallClosed) and r.call_id == c.id for r in records):
+            assert (c.status, c.end_reason, c.ended_at is not None) == ("completed", "caller_hangup", True)
+
+
+# ---- outages ---------------------------------------------------------------------------
+
+
+class TcpProxy:
+    """127.0.0.1:<port> -> target. ``stop()`` cuts every connection and stops listening."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+            self._writers.add(up_writer)
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        except OSError:
+            pass
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+                    self._writers.discard(w)
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        await server.wait_closed()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class Outage:
+    """A database the test can take away and give back."""
+
+    url: str  # what the recorder uses
+    direct_url: str  # what the test reads results from
+
+    async def down(self) -> None: ...
+    async def up(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+    def recorder_engine(self) -> AsyncEngine:
+        return create_engine_for(self.url, sqlite_busy_timeout_ms=100, pg_connect_timeout_s=2)
+
+
+class PgOutage(Outage):
+    def __init__(self, db_url: str) -> None:
+        u = make_url(db_url)
+        self.direct_url = db_url
+        self.proxy = TcpProxy(u.host or "127.0.0.1", u.port or 5432)
+
+    async def open(self) -> None:
+        await self.proxy.start()
+        self.url = make_url(self.direct_url).set(host="127.0.0.1", port=self.proxy.port).render_as_string(
+            hide_password=False)
+
+    async def down(self) -> None:
+        await self.proxy.stop()
+
+    async def up(self) -> None:
+        await self.proxy.start()  # same port
+
+    async def aclose(self) -> None:
+        await self.proxy.stop()
+
+
+LOCKER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+conn.execute("COMMIT")
+conn.close()
+"""
+
+
+class SqliteOutage(Outage):
+    """Another process holds an exclusive lock on the database file."""
+
+    def __init__(self, db_url: str) -> None:
+        self.url = self.direct_url = db_url
+        self._locker: asyncio.subprocess.Process | None = None
+
+    async def open(self) -> None:
+        pass
+
+    async def down(self) -> None:
+        path = make_url(self.url).database
+        assert path and self._locker is None
+        self._locker = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LOCKER, path,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert self._locker.stdout is not None
+        assert await self._locker.stdout.readline() == b"locked\n"
+
+    async def up(self) -> None:
+        if self._locker is not None:
+            locker, self._locker = self._locker, None
+            await locker.communicate(b"")  # closes its stdin: it commits and exits
+            assert locker.returncode == 0
+
+    async def aclose(self) -> None:
+        await self.up()
+
+
+@pytest.fixture
+async def outage(db_url: str, db_kind: str) -> AsyncIterator[Outage]:
+    o: PgOutage | SqliteOutage = PgOutage(db_url) if db_kind == "postgresql" else SqliteOutage(db_url)
+    await o.open()
+    try:
+        yield o
+    finally:
+        await o.aclose()
+
+
+# ---- tests --------------------------------------------------------------------------------
+
+
+async def test_submit_never_blocks_even_far_past_the_queue_size(db_url: str, tmp_path: Path) -> None:
+    engine = create_engine_for(db_url)
+    rec = Recorder(make_sessionmaker(engine), settings(tmp_path, queue_size=50, batch_size=20))
+    records = [AuditRecord("transcript.viewed", "operator:1", T0, None, {"n": i}) for i in range(500)]
+    try:
+        rec.start()
+        started = time.perf_counter()
+        for r in records:  # no await in between: a submit that waited would never return
+            rec.submit(r)
+        elapsed = time.perf_counter() - started
+        assert rec.queue_depth == 500 and rec.overflowed == 450
+        assert elapsed < 0.5
+        await rec.close()
+    finally:
+        await rec.close()
+        await engine.dispose()
+    assert rec.journaled >= 450  # the overflow was spilled to disk, then replayed
+    assert rec.written + rec.replayed == 500 and rec.rejected == 0
+    assert journal_files(tmp_path) == []
+    await assert_written_exactly_once(db_url, records)
+
+
+async def test_records_are_written_in_batches_and_flushed_on_the_interval(
+    db_url: str, tmp_path: Path
+) -> None:
+    engine = create_engine_for(db_url)
+    rec = Recorder(make_sessionmaker(engine), settings(tmp_path, batch_size=10, flush_interval_ms=50))
+    records = interleaved_calls(1, 20)
+    assert len(records) > 25
+    try:
+        rec.start()
+        for r in records[:25]:
+            rec.submit(r)
+        await wait_until(lambda: rec.written == 25, 10)
+        assert rec.batches == 3  # 10 + 10 + 5, one transaction each
+        for r in records[25:]:
+            rec.submit(r)
+        await wait_until(lambda: rec.written == len(records), 10, "the interval flush")  # no close()
+        assert rec.journaled == 0 and journal_files(tmp_path) == []
+    finally:
+        await rec.close()
+        await engine.dispose()
+    await assert_written_exactly_once(db_url, records)
+
+
+async def test_the_database_stops_mid_call_and_nothing_is_lost(outage: Outage, tmp_path: Path) -> None:
+    records = interleaved_calls(3, 40)
+    engine = outage.recorder_engine()
+    rec = Recorder(make_sessionmaker(engine), settings(tmp_path), write_timeout_s=10)
+    third = len(records) // 3
+    slowest_submit = 0.0
+    try:
+        rec.start()
+        for i, r in enumerate(records):
+            if i == third:
+                await wait_until(lambda: rec.written == third, what="writes before the outage")
+                await outage.down()
+            if i == 2 * third:
+                await wait_until(lambda: bool(journal_files(tmp_path)), what="the journal")
+                assert rec.journal_pending and rec.written == third
+                await outage.up()
+            started = time.perf_counter()
+            rec.submit(r)
+            slowest_submit = max(slowest_submit, time.perf_counter() - started)
+            await asyncio.sleep(0.002)
+        await wait_until(lambda: not rec.journal_pending and rec.queue_depth == 0, what="the replay")
+        await rec.close()
+    finally:
+        await rec.close()
+        await engine.dispose()
+    assert slowest_submit < 0.01
+    assert rec.journaled >= third and rec.replayed >= rec.journaled and rec.rejected == 0
+    assert rec.written + rec.journaled == len(records)
+    assert journal_files(tmp_path) == []
+    await assert_written_exactly_once(outage.direct_url, records)
+
+
+async def test_closing_while_the_database_is_down_keeps_the_journal_for_the_next_start(
+    outage: Outage, tmp_path: Path
+) -> None:
+    records = interleaved_calls(2, 10)
+    engine = outage.recorder_engine()
+    rec = Recorder(make_sessionmaker(engine), settings(tmp_path))
+    try:
+        rec.start()
+        await outage.down()
+        for r in records:
+            rec.submit(r)
+        started = time.monotonic()
+        await rec.close()
+        assert time.monotonic() - started < 10
+        with pytest.raises(RecorderClosed):
+            rec.submit(records[0])
+    finally:
+        await rec.close()
+        await engine.dispose()
+    assert rec.journaled == len(records) and rec.written == 0
+    assert len(journal_files(tmp_path)) == 1
+
+    await outage.up()
+    engine = create_engine_for(outage.direct_url)
+    rec = Recorder(make_sessionmaker(engine), settings(tmp_path))
+    try:
+        async with rec:
+            await wait_until(lambda: not rec.journal_pending, what="the replay")
+    finally:
+        await engine.dispose()
+    assert rec.replayed == len(records)
+    assert journal_files(tmp_path) == []
+    await assert_written_exactly_once(outage.direct_url, records)
+
+
+CRASHER = """
+import asyncio, json, sys
+from callagent.call.recorder import Recorder
+from callagent.call.records import record_from_json
+from callagent.config import RecorderSettings
+from callagent.store.db import create_engine_for, make_sessionmaker
+
+async def main() -> None:
+    records_path, journal_dir = sys.argv[1:3]
+    engine = create_engine_for("postgresql+psycopg://postgres@127.0.0.1:1/unreachable")
+    rec = Recorder(make_sessionmaker(engine), RecorderSettings(
+        queue_size=1000, batch_size=7, flush_interval_ms=5, journal_dir=journal_dir,
+        retry_interval_ms=3_600_000))
+    rec.start()
+    records = [record_from_json(json.loads(line)) for line in open(records_path)]
+    for r in records:
+        rec.submit(r)
+    while rec.journaled < len(records):
+        await asyncio.sleep(0.01)
+    print("journaled", flush=True)
+    await asyncio.sleep(3600)  # killed here
+
+asyncio.run(main())
+"""
+
+
+async def test_a_journal_left_by_a_dead_process_is_replayed_on_start(db_url: str, tmp_path: Path) -> None:
+    records = interleaved_calls(2, 12)
+    records_path = tmp_path / "records.jsonl"
+    records_path.write_text("".join(json.dumps(record_to_json(r)) + "\n" for r in records))
+    journal_dir = tmp_path / "journal"
+    crasher = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHER, str(records_path), str(journal_dir),
+        stdout=asyncio.subprocess.PIPE)
+    engine = create_engine_for(db_url)
+    try:
+        assert crasher.stdout is not None
+        line = await asyncio.wait_for(crasher.stdout.readline(), 60)
+        assert line == b"journaled\n"
+        [journal] = journal_files(tmp_path)
+
+        # while its process lives, a journal is not anyone else's to replay
+        async with Recorder(make_sessionmaker(engine), settings(tmp_path)) as live:
+            await asyncio.sleep(0.2)
+            assert not live.journal_pending and live.replayed == 0
+        assert journal.exists()
+
+        crasher.kill()
+        await crasher.communicate()
+        with journal.open("ab") as f:  # the crash also tore a half-written line
+            f.write(b'{"id":"torn","start":0,"records":[{"kind":"tu')
+
+        async with Recorder(make_sessionmaker(engine), settings(tmp_path)) as rec:
+            await wait_until(lambda: not rec.journal_pending, what="the replay")
+        assert rec.replayed == len(records)
+    finally:
+        if crasher.returncode is None:
+            crasher.kill()
+            await crasher.communicate()
+        await engine.dispose()
+    assert journal_files(tmp_path) == []
+    [kept] = (journal_dir / "rejected.jsonl").read_text().splitlines()
+    assert json.loads(kept)["error"] == "torn journal line"
+    await assert_written_exactly_once(db_url, records)
+
+
+async def test_replaying_a_batch_that_was_already_committed_adds_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The commit reached the database but its acknowledgement did not: the batch was
+    journaled anyway. Its replay must add nothing (audit events carry their key)."""
+    records = interleaved_calls(1, 6)
+    engine = create_engine_for(db_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        async with sessions.begin() as s:
+            await queries.apply_records(s, records, keys=[f"b1:{i}" for i in range(len(records))])
+        journal = tmp_path / "journal" / "recorder-0123.jsonl"
+        journal.parent.mkdir()
+        line = {"id": "b1", "start": 0, "records": [record_to_json(r) for r in records]}
+        journal.write_text(json.dumps(line) + "\n")
+        async with Recorder(sessions, settings(tmp_path)) as rec:
+            await wait_until(lambda: not rec.journal_pending, what="the replay")
+        assert rec.replayed == len(records)
+    finally:
+        await engine.dispose()
+    assert not journal.exists()
+    await assert_written_exactly_once(db_url, records)
+
+
+async def test_a_refused_record_is_kept_aside_and_the_rest_is_written(db_url: str, tmp_path: Path) -> None:
+    records = interleaved_calls(1, 6)
+    orphan = TurnRecord("no-such-call", 0, "agent", "lost?", 0, 1)
+    engine = create_engine_for(db_url)
+    try:
+        async with Recorder(make_sessionmaker(engine), settings(tmp_path, batch_size=100)) as rec:
+            for r in records[:5]:
+                rec.submit(r)
+            rec.submit(orphan)
+            for r in records[5:]:
+                rec.submit(r)
+    finally:
+        await engine.dispose()
+    assert (rec.rejected, rec.written) == (1, len(records))
+    [kept] = (tmp_path / "journal" / "rejected.jsonl").read_text().splitlines()
+    assert json.loads(kept)["record"]["call_id"] == "no-such-call"
+    await assert_written_exactly_once(db_url, records)
+
+
+async def test_with_the_journal_unwritable_too_records_wait_in_memory(
+    outage: Outage, tmp_path: Path
+) -> None:
+    records = interleaved_calls(1, 8)
+    (tmp_path / "journal").write_text("not a directory")
+    engine = outage.recorder_engine()
+    rec = Recorder(make_sessionmaker(engine), settings(tmp_path))
+    try:
+        rec.start()
+        await outage.down()
+        for r in records:
+            rec.submit(r)
+        await wait_until(lambda: rec.queue_depth == 0 and rec.journal_pending, what="the backlog")
+        assert rec.journaled == 0
+        await outage.up()
+        await wait_until(lambda: not rec.journal_pending, what="the replay")
+        await rec.close()
+    finally:
+        await rec.close()
+        await engine.dispose()
+    assert rec.replayed == len(records)
+    await assert_written_exactly_once(outage.direct_url, records)

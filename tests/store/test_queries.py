@@ -1,0 +1,216 @@
+"""apply_records on both databases: every record kind, status callbacks, idempotent replay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from callagent.call.records import (
+    AuditRecord,
+    CallClosed,
+    CallOpened,
+    CallStatusChanged,
+    CallStreamStarted,
+    MetricRecord,
+    Record,
+    ToolCallRecord,
+    TurnRecord,
+)
+from callagent.store import queries
+from callagent.store.models import AuditEvent, Call, CallMetric, CallStatusEvent, ToolCall, Turn
+
+T0 = datetime(2026, 5, 4, 9, 0, 0, tzinfo=timezone.utc)
+SID = "CA" + "1" * 32
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def opened(call_id: str = "call-1", sid: str = SID, at: datetime = T0) -> CallOpened:
+    return CallOpened(call_id, "inbound", "support", "pipeline", "+15550001", "+15550002", sid, at,
+                      campaign_id=7, contact_id=70)
+
+
+def status(seq: int, st: str, at: datetime | None = None, **kw: object) -> CallStatusChanged:
+    return CallStatusChanged(SID, st, seq, at or T0 + timedelta(seconds=seq), **kw)  # type: ignore[arg-type]
+
+
+async def apply(sessions: Sessions, records: Sequence[Record], keys: Sequence[str | None] | None = None) -> None:
+    async with sessions.begin() as s:
+        await queries.apply_records(s, records, keys=keys)
+
+
+async def get_call(sessions: Sessions, call_id: str = "call-1") -> Call:
+    async with sessions() as s:
+        return (await s.scalars(select(Call).where(Call.id == call_id))).one()
+
+
+async def count(sessions: Sessions, model: type[object]) -> int:
+    async with sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())  # type: ignore[arg-type]
+
+
+async def test_each_record_kind_is_written_and_read_back(sessions: Sessions) -> None:
+    records: list[Record] = [
+        opened(),
+        CallStreamStarted("call-1", "MZ" + "2" * 32, T0 + timedelta(seconds=1)),
+        TurnRecord("call-1", 0, "agent", "Hello, how can I help?", 0.0, 1800.0, interrupted=True,
+                   heard_text="Hello, how", heard_ms=700.0, response_latency_ms=None, tts_ms=120.0),
+        TurnRecord("call-1", 1, "caller", "My order is late", 1500.0, 3000.0, response_latency_ms=450.0,
+                   stt_ms=90.0, brain_ms=300.0),
+        ToolCallRecord("call-1", "tc-1", "lookup_order", '{"order":"A1"}', '{"status":"shipped"}', "ok",
+                       T0 + timedelta(seconds=4), 85.5),
+        MetricRecord("call-1", "first_response_ms", 512.0),
+        AuditRecord("call.answered", "system", T0 + timedelta(seconds=1), "call-1", {"stream": "MZ"}),
+        CallClosed("call-1", T0 + timedelta(seconds=65), "caller_hangup"),
+    ]
+    await apply(sessions, records)
+
+    async with sessions() as s:
+        call = (await s.scalars(select(Call))).one()
+        turns = (await s.scalars(select(Turn).order_by(Turn.seq))).all()
+        tool = (await s.scalars(select(ToolCall))).one()
+        metric = (await s.scalars(select(CallMetric))).one()
+        audit = (await s.scalars(select(AuditEvent))).one()
+    assert (call.id, call.twilio_call_sid, call.direction, call.agent, call.engine) == (
+        "call-1", SID, "inbound", "support", "pipeline")
+    assert (call.campaign_id, call.contact_id, call.from_number, call.to_number) == (
+        7, 70, "+15550001", "+15550002")
+    assert call.stream_sid == "MZ" + "2" * 32
+    assert call.started_at == T0 and call.answered_at == T0 + timedelta(seconds=1)
+    assert call.ended_at == T0 + timedelta(seconds=65)
+    assert (call.status, call.end_reason, call.duration_s) == ("completed", "caller_hangup", 65)
+    assert [(t.seq, t.speaker, t.text) for t in turns] == [
+        (0, "agent", "Hello, how can I help?"), (1, "caller", "My order is late")]
+    assert (turns[0].interrupted, turns[0].heard_text, turns[0].heard_ms, turns[0].tts_ms) == (
+        True, "Hello, how", 700.0, 120.0)
+    assert (turns[1].interrupted, turns[1].response_latency_ms, turns[1].stt_ms, turns[1].brain_ms) == (
+        False, 450.0, 90.0, 300.0)
+    assert (tool.tool_call_id, tool.name, tool.arguments, tool.result, tool.status, tool.duration_ms,
+            tool.error) == ("tc-1", "lookup_order", '{"order":"A1"}', '{"status":"shipped"}', "ok", 85.5, "")
+    assert tool.started_at == T0 + timedelta(seconds=4)
+    assert (metric.name, metric.value) == ("first_response_ms", 512.0)
+    assert (audit.seq, audit.action, audit.actor, audit.call_id, audit.details) == (
+        1, "call.answered", "system", "call-1", '{"stream":"MZ"}')
+
+
+async def test_replaying_a_written_batch_adds_nothing(sessions: Sessions) -> None:
+    records: list[Record] = [
+        opened(),
+        CallStreamStarted("call-1", "MZ1", T0),
+        status(1, "in-progress"),
+        TurnRecord("call-1", 0, "agent", "hi", 0, 10),
+        ToolCallRecord("call-1", "tc-1", "f", "{}", "{}", "ok", T0, 1.0),
+        MetricRecord("call-1", "m", 1.0),
+        AuditRecord("a", "system", T0, "call-1"),
+        AuditRecord("b", "system", T0, "call-1"),
+        CallClosed("call-1", T0 + timedelta(seconds=9), "done"),
+    ]
+    keys = [f"batch-1:{i}" for i in range(len(records))]
+    await apply(sessions, records, keys)
+    await apply(sessions, records, keys)  # the whole batch again
+    await apply(sessions, records[3:], keys[3:])  # and a tail of it
+    for model, n in [(Call, 1), (Turn, 1), (ToolCall, 1), (CallMetric, 1), (CallStatusEvent, 1),
+                     (AuditEvent, 2)]:
+        assert await count(sessions, model) == n, model
+    async with sessions() as s:
+        assert (await queries.verify_audit(s)).ok
+
+
+async def test_audit_records_without_keys_always_append(sessions: Sessions) -> None:
+    await apply(sessions, [AuditRecord("a", "system", T0)])
+    await apply(sessions, [AuditRecord("a", "system", T0)])
+    assert await count(sessions, AuditEvent) == 2
+
+
+async def test_status_callbacks_are_deduplicated(sessions: Sessions) -> None:
+    await apply(sessions, [opened(), status(1, "ringing"), status(2, "in-progress")])
+    await apply(sessions, [status(2, "in-progress"), status(1, "ringing")])  # Twilio retries
+    assert await count(sessions, CallStatusEvent) == 2
+    call = await get_call(sessions)
+    assert (call.status, call.last_status_seq) == ("in-progress", 2)
+    assert call.answered_at == T0 + timedelta(seconds=2)
+
+
+async def test_out_of_order_status_callbacks_keep_the_newest(sessions: Sessions) -> None:
+    await apply(sessions, [opened(), status(3, "completed", duration_s=42)])
+    await apply(sessions, [status(2, "in-progress"), status(1, "ringing")])  # late arrivals
+    assert await count(sessions, CallStatusEvent) == 3  # all stored
+    call = await get_call(sessions)
+    assert (call.status, call.last_status_seq, call.duration_s) == ("completed", 3, 42)
+    assert call.ended_at == T0 + timedelta(seconds=3) and call.end_reason == "completed"
+
+
+@pytest.mark.parametrize("terminal", ["completed", "busy", "failed", "no-answer", "canceled"])
+async def test_terminal_statuses_close_the_call(sessions: Sessions, terminal: str) -> None:
+    await apply(sessions, [opened(), status(1, "ringing"),
+                           status(2, terminal, duration_s=5, answered_by="human")])
+    call = await get_call(sessions)
+    assert call.ended_at == T0 + timedelta(seconds=2)
+    assert (call.status, call.end_reason, call.duration_s, call.answered_by) == (
+        terminal, terminal, 5, "human")
+
+
+async def test_status_callback_before_the_call_row_is_applied_when_it_opens(sessions: Sessions) -> None:
+    await apply(sessions, [status(1, "ringing"), status(2, "in-progress")])
+    await apply(sessions, [opened()])
+    call = await get_call(sessions)
+    assert (call.status, call.last_status_seq) == ("in-progress", 2)
+
+
+async def test_first_close_wins_and_twilio_fills_in_the_duration(sessions: Sessions) -> None:
+    closed_at = T0 + timedelta(seconds=30)
+    await apply(sessions, [opened(), CallClosed("call-1", closed_at, "agent_transfer")])
+    await apply(sessions, [CallClosed("call-1", closed_at + timedelta(seconds=5), "again")])
+    await apply(sessions, [status(9, "completed", at=closed_at + timedelta(seconds=2), duration_s=31)])
+    call = await get_call(sessions)
+    assert call.ended_at == closed_at
+    assert (call.end_reason, call.status, call.duration_s) == ("agent_transfer", "completed", 31)
+
+
+async def test_a_later_status_does_not_reopen_a_closed_call(sessions: Sessions) -> None:
+    await apply(sessions, [opened(), status(2, "completed", duration_s=3)])
+    await apply(sessions, [CallClosed("call-1", T0 + timedelta(seconds=60), "late")])
+    call = await get_call(sessions)
+    assert (call.end_reason, call.ended_at) == ("completed", T0 + timedelta(seconds=2))
+
+
+async def test_metrics_are_upserted_and_the_last_value_wins(sessions: Sessions) -> None:
+    await apply(sessions, [opened(), MetricRecord("call-1", "m", 1.0), MetricRecord("call-1", "m", 2.0)])
+    await apply(sessions, [MetricRecord("call-1", "m", 3.0), MetricRecord("call-1", "n", 4.0)])
+    async with sessions() as s:
+        rows = (await s.execute(select(CallMetric.name, CallMetric.value).order_by(CallMetric.name))).all()
+    assert [tuple(r) for r in rows] == [("m", 3.0), ("n", 4.0)]
+
+
+async def test_calls_without_a_twilio_sid_do_not_collide(sessions: Sessions) -> None:
+    await apply(sessions, [opened("a", sid=""), opened("b", sid="")])
+    assert (await get_call(sessions, "a")).twilio_call_sid is None
+    assert await count(sessions, Call) == 2
+
+
+async def test_records_for_an_unknown_call_are_refused(sessions: Sessions) -> None:
+    with pytest.raises(sa_exc.IntegrityError):
+        await apply(sessions, [TurnRecord("nope", 0, "agent", "hi", 0, 1)])
+    with pytest.raises(queries.UnknownCall):
+        await apply(sessions, [CallStreamStarted("nope", "MZ", T0)])
+    with pytest.raises(queries.UnknownCall):
+        await apply(sessions, [CallClosed("nope", T0, "x")])
+
+
+async def test_a_duplicate_twilio_sid_on_another_call_is_an_error(sessions: Sessions) -> None:
+    await apply(sessions, [opened("a")])
+    with pytest.raises(sa_exc.IntegrityError):
+        await apply(sessions, [opened("b")])
+
+
+async def test_query_functions_never_commit(sessions: Sessions) -> None:
+    async with sessions() as s:
+        await queries.apply_records(s, [opened(), AuditRecord("a", "system", T0)])
+        await s.rollback()
+    assert await count(sessions, Call) == 0
+    assert await count(sessions, AuditEvent) == 0
