@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG = Path("config/callagent.toml")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ConfigError(ValueError):
@@ -208,6 +209,11 @@ def validate(s: Settings) -> None:
             "twilio.auth_token: required while twilio.verify_signatures is on; set "
             "CALLAGENT_TWILIO_AUTH_TOKEN in the environment (or, for local development "
             "only, CALLAGENT_TWILIO_VERIFY_SIGNATURES=false)"
+        )
+    if not s.twilio.verify_signatures and s.server.host not in _LOOPBACK_HOSTS:
+        raise ConfigError(
+            "twilio.verify_signatures: may be false only while server.host is a loopback "
+            f"address (local development); server.host is {s.server.host!r}"
         )
     if not s.database.url.split(":", 1)[0].split("+")[0] in {"sqlite", "postgresql"}:
         raise ConfigError(

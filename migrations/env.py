@@ -13,6 +13,7 @@ Async URLs are fine: migrations run on the sync twin of the URL
 from __future__ import annotations
 
 from logging.config import fileConfig
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy import create_engine
@@ -40,7 +41,7 @@ def _target_url() -> str:
     return str(url)
 
 
-def _render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Autogenerate drafts spell UTCDateTime as what it stores, not as app code."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"

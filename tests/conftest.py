@@ -9,8 +9,8 @@ Fixtures:
 - ``db_kind``: "sqlite" or "postgresql" (parametrizes everything below).
 - ``empty_db_url``: a fresh, empty database (async URL).
 - ``db_url``: the same, migrated to head.
-- ``engine`` / ``sessions``: an async engine (``store.db.create_engine_for``) on
-  ``db_url`` and its sessionmaker; the engine is disposed after the test.
+- ``db_engine`` / ``db_sessions``: an async engine (``store.db.create_engine_for``)
+  on ``db_url`` and its sessionmaker; the engine is disposed after the test.
 - ``sqlite_db_url`` / ``pg_db_url``: a migrated database of one kind only.
 - ``fresh_pg_database``: a context-manager factory for more PostgreSQL databases.
 """
@@ -30,6 +30,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from callagent.store.db import create_engine_for, make_sessionmaker, upgrade
+
+# Fixtures shared across folders: the `outage` fixture (a database taken away and back).
+pytest_plugins = ["tests.outage"]
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -111,7 +114,7 @@ def pg_db_url(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+async def db_engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine_for(db_url)
     try:
         yield eng
@@ -120,5 +123,5 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return make_sessionmaker(engine)
+def db_sessions(db_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(db_engine)

@@ -90,3 +90,11 @@ def test_stream_url_follows_public_origin(tmp_path: Path) -> None:
 def test_bad_database_url_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="database.url"):
         load_settings(write(tmp_path, '[database]\nurl = "mysql://x"\n'), TOKEN)
+
+
+def test_verification_off_refused_on_a_public_address(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="may be false only while server.host is a loopback"):
+        load_settings(
+            write(tmp_path, '[server]\nhost = "0.0.0.0"\n'),
+            {"CALLAGENT_TWILIO_VERIFY_SIGNATURES": "false"},
+        )

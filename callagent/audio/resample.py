@@ -30,7 +30,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import soxr  # type: ignore[import-untyped]  # soxr ships no type hints
+import soxr  # soxr ships no type hints
 
 from callagent.audio.codec import BytesLike, as_samples
 from callagent.audio.pcm import Samples

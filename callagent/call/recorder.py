@@ -106,7 +106,11 @@ def _json_default(value: Any) -> Any:
 
 
 def _encode(entry: _Entry) -> bytes:
-    data = {"id": entry.id, "start": entry.start, "records": [record_to_json(r) for r in entry.records]}
+    data = {
+        "id": entry.id,
+        "start": entry.start,
+        "records": [record_to_json(r) for r in entry.records],
+    }
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_json_default)
     return text.encode("utf-8") + b"\n"
 
@@ -163,7 +167,8 @@ class _Journal:
             if not self._lock(fd, path):
                 continue
             log.warning("recorder: replaying journal %s left by an earlier process", path)
-            self._segments.insert(len(self._segments) - (self._own is not None), _Segment(path, fd, True))
+            before_own = len(self._segments) - (self._own is not None)
+            self._segments.insert(before_own, _Segment(path, fd, True))
             adopted += 1
         return adopted
 
@@ -220,21 +225,26 @@ class _Journal:
                 continue
             if not line.endswith(b"\n"):
                 # only a crash mid-write leaves this (our own appends truncate on failure)
-                log.error("recorder: torn last line in journal %s, kept in %s", seg.path, REJECTED_FILE)
-                self.write_rejected([{"error": "torn journal line", "raw": line.decode("utf-8", "replace")}])
+                log.error("recorder: torn last line in journal %s, kept in %s",
+                          seg.path, REJECTED_FILE)
+                self._keep_line("torn journal line", line)
                 self._finish(seg)
                 continue
             next_offset = seg.offset + len(line)
             try:
                 entry = _decode(line)
             except (ValueError, KeyError, TypeError) as exc:
-                log.error("recorder: unreadable journal line in %s (%s), kept in %s", seg.path, exc, REJECTED_FILE)
-                self.write_rejected([{"error": f"unreadable journal line: {exc}", "raw": line.decode("utf-8", "replace")}])
+                log.error("recorder: unreadable journal line in %s (%s), kept in %s",
+                          seg.path, exc, REJECTED_FILE)
+                self._keep_line(f"unreadable journal line: {exc}", line)
                 seg.offset = next_offset
                 continue
             self._next_offset = next_offset
             return entry
         return None
+
+    def _keep_line(self, error: str, line: bytes) -> None:
+        self.write_rejected([{"error": error, "raw": line.decode("utf-8", "replace")}])
 
     def advance(self) -> None:
         """The batch ``peek`` returned is in the database."""
@@ -307,6 +317,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._next_retry = 0.0
+        self._down_since: float | None = None  # for logging an outage once
         self._written = self._journaled = self._replayed = 0
         self._batches = self._rejected = self._overflowed = 0
 
@@ -406,16 +417,32 @@ class Recorder:
     # ---- the writer task ---------------------------------------------------------
 
     async def _run(self) -> None:
-        adopted = await asyncio.to_thread(self._journal.adopt)
-        if adopted:
-            self._next_retry = 0.0
+        try:
+            if await asyncio.to_thread(self._journal.adopt):
+                self._next_retry = 0.0
+        except Exception:
+            log.exception("recorder: could not look for journals left by earlier processes")
         while True:
             try:
                 if await self._step():
-                    return
+                    break
             except Exception:  # the writer must outlive any bug; records stay queued
                 log.exception("recorder: unexpected error in the writer")
+                if self._closed:
+                    break
                 await asyncio.sleep(self._retry_s)
+        self._last_resort()
+
+    def _last_resort(self) -> None:
+        """Closing with records neither in the database nor in the journal: log them."""
+        stranded = [r for e in self._mem_tail for r in e.records]
+        stranded += self._take(self.queue_depth)
+        if stranded:
+            log.error("recorder: closing with %d records not written anywhere; they follow",
+                      len(stranded))
+            for r in stranded:
+                log.error("recorder: unwritten record %s",
+                          json.dumps(record_to_json(r), default=_json_default))
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -532,7 +559,7 @@ class Recorder:
             return None
         except Exception as exc:
             if is_unavailable(exc):
-                log.warning("recorder: database unavailable (%s); journaling", _brief(exc))
+                self._note_down(exc)
                 return entry
             log.warning("recorder: batch refused (%s); writing its records one by one", _brief(exc))
         for i, (record, key) in enumerate(zip(entry.records, entry.keys())):
@@ -541,6 +568,7 @@ class Recorder:
                 self._count(1, replay)
             except Exception as exc:
                 if is_unavailable(exc):
+                    self._note_down(exc)
                     return entry.tail(i)
                 await self._reject(record, exc)
         return None
@@ -550,6 +578,17 @@ class Recorder:
             async with self._sessions.begin() as session:
                 await queries.apply_records(session, records, keys=keys)
         self._batches += 1
+        if self._down_since is not None:
+            log.warning("recorder: database back after %.1f s", self._now() - self._down_since)
+            self._down_since = None
+
+    def _note_down(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = self._now()
+            log.warning("recorder: database unavailable (%s); journaling until it returns",
+                        _brief(exc))
+        else:
+            log.debug("recorder: database still unavailable (%s)", _brief(exc))
 
     def _count(self, n: int, replay: bool) -> None:
         if replay:

@@ -123,7 +123,7 @@ Record = (
 )
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.kind: t  # type: ignore[misc]
+    t.kind: t
     for t in (
         CallOpened,
         CallStreamStarted,

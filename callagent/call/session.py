@@ -119,6 +119,7 @@ class CallSession:
         self._urgent: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._rejections = 0
+        self._refused_call_id = ""
         self.frames_in = 0
         self.frames_out = 0
 
@@ -202,6 +203,9 @@ class CallSession:
         log.warning("call %s: rejected media message: %s", call, event.detail)
         if event.fatal:
             self.finish(f"protocol error: {event.detail}")
+            if self.call is None and event.start_parameters:
+                # The start was refused: still close the call it names, with the reason.
+                self._refused_call_id = event.start_parameters.get("call_id", "")
         elif self._rejections >= self.services.settings.media.max_rejections:
             self.finish(f"protocol error: {self._rejections} rejected messages")
 
@@ -389,13 +393,13 @@ class CallSession:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.engine is not None:
             await self.engine.close()
-        if self.call is None:
-            return
         for turn in self._turns.values():
             if not turn.recorded and turn.segments:
                 self._record_agent_turn(turn)
         services = self.services
-        call_id = self.call.call_id
+        call_id = self.call.call_id if self.call else self._refused_call_id
+        if not call_id:
+            return
         now = services.now()
         for name, value in (
             ("frames_in", self.frames_in),
@@ -409,5 +413,6 @@ class CallSession:
         services.recorder.submit(
             AuditRecord("call.ended", "system", now, call_id, {"reason": self.end_reason or reason})
         )
-        services.live_calls.discard(call_id)
-        services.metrics.add("callagent_live_calls_gauge", -1)
+        if self.call is not None:
+            services.live_calls.discard(call_id)
+            services.metrics.add("callagent_live_calls_gauge", -1)

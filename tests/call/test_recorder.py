@@ -11,14 +11,12 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callagent.call.recorder import Recorder, RecorderClosed
 from callagent.call.records import (
@@ -37,6 +35,7 @@ from callagent.config import RecorderSettings
 from callagent.store import queries
 from callagent.store.db import create_engine_for, make_sessionmaker
 from callagent.store.models import AuditEvent, Call, CallMetric, CallStatusEvent, ToolCall, Turn
+from tests.outage import Outage, PgOutage
 
 T0 = datetime(2026, 5, 4, 9, 0, 0, tzinfo=timezone.utc)
 
@@ -135,146 +134,6 @@ async def assert_written_exactly_once(url: str, records: Sequence[Record]) -> No
 
 
 # ---- outages ---------------------------------------------------------------------------
-
-
-class TcpProxy:
-    """127.0.0.1:<port> -> target. ``stop()`` cuts every connection and stops listening."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        up_writer: asyncio.StreamWriter | None = None
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-            self._writers.add(up_writer)
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        except OSError:
-            pass
-        finally:
-            for w in (writer, up_writer):
-                if w is not None:
-                    w.close()
-                    self._writers.discard(w)
-            self._tasks.discard(task)
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        if self._server is None:
-            return
-        server, self._server = self._server, None
-        server.close()
-        for w in list(self._writers):
-            w.transport.abort()
-        await server.wait_closed()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-class Outage:
-    """A database the test can take away and give back."""
-
-    url: str  # what the recorder uses
-    direct_url: str  # what the test reads results from
-
-    async def down(self) -> None: ...
-    async def up(self) -> None: ...
-    async def aclose(self) -> None: ...
-
-    def recorder_engine(self) -> AsyncEngine:
-        return create_engine_for(self.url, sqlite_busy_timeout_ms=100, pg_connect_timeout_s=2)
-
-
-class PgOutage(Outage):
-    def __init__(self, db_url: str) -> None:
-        u = make_url(db_url)
-        self.direct_url = db_url
-        self.proxy = TcpProxy(u.host or "127.0.0.1", u.port or 5432)
-
-    async def open(self) -> None:
-        await self.proxy.start()
-        self.url = make_url(self.direct_url).set(host="127.0.0.1", port=self.proxy.port).render_as_string(
-            hide_password=False)
-
-    async def down(self) -> None:
-        await self.proxy.stop()
-
-    async def up(self) -> None:
-        await self.proxy.start()  # same port
-
-    async def aclose(self) -> None:
-        await self.proxy.stop()
-
-
-LOCKER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("COMMIT")
-conn.close()
-"""
-
-
-class SqliteOutage(Outage):
-    """Another process holds an exclusive lock on the database file."""
-
-    def __init__(self, db_url: str) -> None:
-        self.url = self.direct_url = db_url
-        self._locker: asyncio.subprocess.Process | None = None
-
-    async def open(self) -> None:
-        pass
-
-    async def down(self) -> None:
-        path = make_url(self.url).database
-        assert path and self._locker is None
-        self._locker = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", LOCKER, path,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        assert self._locker.stdout is not None
-        assert await self._locker.stdout.readline() == b"locked\n"
-
-    async def up(self) -> None:
-        if self._locker is not None:
-            locker, self._locker = self._locker, None
-            await locker.communicate(b"")  # closes its stdin: it commits and exits
-            assert locker.returncode == 0
-
-    async def aclose(self) -> None:
-        await self.up()
-
-
-@pytest.fixture
-async def outage(db_url: str, db_kind: str) -> AsyncIterator[Outage]:
-    o: PgOutage | SqliteOutage = PgOutage(db_url) if db_kind == "postgresql" else SqliteOutage(db_url)
-    await o.open()
-    try:
-        yield o
-    finally:
-        await o.aclose()
 
 
 # ---- tests --------------------------------------------------------------------------------
@@ -523,3 +382,55 @@ async def test_with_the_journal_unwritable_too_records_wait_in_memory(
         await engine.dispose()
     assert rec.replayed == len(records)
     await assert_written_exactly_once(outage.direct_url, records)
+
+
+async def test_a_database_that_stops_answering_times_out_into_the_journal(
+    pg_db_url: str, tmp_path: Path
+) -> None:
+    """Connections stay open but nothing comes back: the write times out, psycopg cancels
+    and drops the connection, the batch is journaled and replayed when the network heals."""
+    outage = PgOutage(pg_db_url)
+    await outage.open()
+    engine = outage.recorder_engine()
+    rec = Recorder(make_sessionmaker(engine), settings(tmp_path), write_timeout_s=1)
+    records = interleaved_calls(2, 20)
+    half = len(records) // 2
+    try:
+        rec.start()
+        for i, r in enumerate(records):
+            if i == half:
+                await wait_until(lambda: rec.written == half, what="writes before the partition")
+                outage.proxy.frozen = True
+            rec.submit(r)
+            await asyncio.sleep(0.002)
+        await wait_until(lambda: rec.journal_pending, what="the journal")
+        outage.proxy.frozen = False
+        await wait_until(lambda: not rec.journal_pending and rec.queue_depth == 0, what="the replay")
+        await rec.close()
+    finally:
+        await rec.close()
+        await engine.dispose()
+        await outage.aclose()
+    assert rec.journaled > 0 and rec.rejected == 0
+    await assert_written_exactly_once(pg_db_url, records)
+
+
+def test_what_counts_as_the_database_being_unavailable() -> None:
+    import psycopg.errors
+    from sqlalchemy import exc as sa_exc
+
+    from callagent.call.recorder import is_unavailable
+
+    def wrap(cls: type[sa_exc.DBAPIError], orig: Exception) -> sa_exc.DBAPIError:
+        return cls("INSERT ...", {}, orig)
+
+    assert is_unavailable(wrap(sa_exc.OperationalError, Exception("database is locked")))
+    assert is_unavailable(wrap(sa_exc.InterfaceError, Exception("connection closed")))
+    assert is_unavailable(TimeoutError())
+    assert is_unavailable(ConnectionRefusedError())
+    assert is_unavailable(wrap(sa_exc.ProgrammingError, psycopg.errors.UndefinedTable("no calls")))
+    # the data, not the database: retried record by record, then kept aside
+    assert not is_unavailable(wrap(sa_exc.IntegrityError, Exception("FOREIGN KEY constraint failed")))
+    assert not is_unavailable(wrap(sa_exc.DataError, Exception("value too long")))
+    assert not is_unavailable(wrap(sa_exc.ProgrammingError, psycopg.errors.SyntaxError("bad")))
+    assert not is_unavailable(ValueError("naive datetime"))

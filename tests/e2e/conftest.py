@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
 
 from callagent.app import create_app
 from callagent.config import (
@@ -21,6 +23,7 @@ from callagent.config import (
     TwilioSettings,
     validate,
 )
+from callagent.services import Services
 from callagent.store.db import create_engine_for
 
 TOKEN = "test-auth-token"
@@ -49,16 +52,24 @@ def make_settings(db_url: str, tmp_path: Path, *, verify: bool = True) -> Settin
 class LiveService:
     settings: Settings
     server: uvicorn.Server
-    db: AsyncEngine
+    db: AsyncEngine  # for the test's own reads
+    app: Starlette
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.server.port}"
 
 
-async def start_service(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+async def start_service(
+    settings: Settings, app: Starlette
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host="127.0.0.1",
         port=settings.server.port,
         log_level="warning",
@@ -81,13 +92,22 @@ async def stop_service(server: uvicorn.Server, task: asyncio.Task[None]) -> None
     await asyncio.wait_for(task, timeout=20)
 
 
-@pytest.fixture
-async def live(db_url: str, tmp_path: Path) -> AsyncIterator[LiveService]:
-    settings = make_settings(db_url, tmp_path)
-    server, task = await start_service(settings)
-    db = create_engine_for(db_url)
+@contextlib.asynccontextmanager
+async def running_service(
+    service_db_url: str, tmp_path: Path, read_db_url: str | None = None
+) -> AsyncIterator[LiveService]:
+    settings = make_settings(service_db_url, tmp_path)
+    app = create_app(settings)
+    server, task = await start_service(settings, app)
+    db = create_engine_for(read_db_url or service_db_url)
     try:
-        yield LiveService(settings, server, db)
+        yield LiveService(settings, server, db, app)
     finally:
         await stop_service(server, task)
         await db.dispose()
+
+
+@pytest.fixture
+async def live(db_url: str, tmp_path: Path) -> AsyncIterator[LiveService]:
+    async with running_service(db_url, tmp_path) as service:
+        yield service

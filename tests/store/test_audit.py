@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from callagent.call.records import AuditRecord
 from callagent.compliance.audit import (
     GENESIS,
+    VerifyResult,
     canonical_content,
     canonical_details,
     event_hash,
@@ -148,24 +149,24 @@ def test_truncation_needs_the_exported_head() -> None:
 # ---- stored ---------------------------------------------------------------------------
 
 
-async def append(sessions: Sessions, n: int, *, start: int = 0) -> None:
-    async with sessions.begin() as s:
+async def append(db_sessions: Sessions, n: int, *, start: int = 0) -> None:
+    async with db_sessions.begin() as s:
         await queries.append_audit(
             s, [AuditRecord("transcript.viewed", "operator:7", T0 + timedelta(seconds=start + i),
                             "c1", {"n": start + i}) for i in range(n)])
 
 
-async def verify(sessions: Sessions, **kw: Any) -> queries.VerifyResult:
-    async with sessions() as s:
+async def verify(db_sessions: Sessions, **kw: Any) -> VerifyResult:
+    async with db_sessions() as s:
         return await queries.verify_audit(s, **kw)
 
 
-async def test_appends_build_one_valid_chain(sessions: Sessions) -> None:
-    await append(sessions, 3)
-    await append(sessions, 4, start=3)
-    result = await verify(sessions, chunk_size=2)
+async def test_appends_build_one_valid_chain(db_sessions: Sessions) -> None:
+    await append(db_sessions, 3)
+    await append(db_sessions, 4, start=3)
+    result = await verify(db_sessions, chunk_size=2)
     assert result.ok and result.checked == 7 and result.head_seq == 7
-    async with sessions() as s:
+    async with db_sessions() as s:
         assert await queries.audit_head(s) == (7, result.head_hash)
         rows = (await s.scalars(select(AuditEvent).order_by(AuditEvent.seq))).all()
     assert rows[0].prev_hash == GENESIS
@@ -178,17 +179,18 @@ def tamper(url: str, kind: str, statements: list[str]) -> None:
     if kind == "sqlite":
         path = make_url(url).database
         assert path
-        with sqlite3.connect(path) as conn:  # commits on exit
+        lite = sqlite3.connect(path)
+        with lite:  # commits on exit
             for sql in statements:
-                conn.execute(sql)
-        conn.close()
+                lite.execute(sql)
+        lite.close()
         return
-    with psycopg.connect(pg_conninfo(url), autocommit=True) as conn:  # superuser
-        with conn.transaction():
-            conn.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+    with psycopg.connect(pg_conninfo(url), autocommit=True) as pg:  # superuser
+        with pg.transaction():
+            pg.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
             for sql in statements:
-                conn.execute(sql)  # type: ignore[arg-type]
-            conn.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+                pg.execute(sql.encode())
+            pg.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
 
 
 TAMPERING = {
@@ -213,40 +215,40 @@ TAMPERING = {
 
 
 @pytest.mark.parametrize("how", sorted(TAMPERING))
-async def test_tampering_is_detected(sessions: Sessions, db_url: str, db_kind: str, how: str) -> None:
-    await append(sessions, 6)
-    assert (await verify(sessions)).ok
+async def test_tampering_is_detected(db_sessions: Sessions, db_url: str, db_kind: str, how: str) -> None:
+    await append(db_sessions, 6)
+    assert (await verify(db_sessions)).ok
     statements, broken_seq = TAMPERING[how]
     tamper(db_url, db_kind, statements)
-    result = await verify(sessions, chunk_size=2)
+    result = await verify(db_sessions, chunk_size=2)
     assert not result.ok
     assert result.broken_seq == broken_seq, result.reason
 
 
 async def test_an_edited_and_rehashed_row_is_detected_in_the_database(
-    sessions: Sessions, db_url: str, db_kind: str
+    db_sessions: Sessions, db_url: str, db_kind: str
 ) -> None:
-    await append(sessions, 5)
-    async with sessions() as s:
+    await append(db_sessions, 5)
+    async with db_sessions() as s:
         row = (await s.scalars(select(AuditEvent).where(AuditEvent.seq == 3))).one()
     forged = event_hash(row.prev_hash, canonical_content(3, row.at, "operator:1", row.action,
                                                           row.call_id, row.details))
     tamper(db_url, db_kind, [f"UPDATE audit_events SET actor = 'operator:1', hash = '{forged}' "
                              "WHERE seq = 3"])
-    result = await verify(sessions)
+    result = await verify(db_sessions)
     assert (result.ok, result.broken_seq) == (False, 4)
 
 
 async def test_truncating_the_log_is_caught_with_the_exported_head(
-    sessions: Sessions, db_url: str, db_kind: str
+    db_sessions: Sessions, db_url: str, db_kind: str
 ) -> None:
-    await append(sessions, 4)
-    async with sessions() as s:
+    await append(db_sessions, 4)
+    async with db_sessions() as s:
         head = await queries.audit_head(s)
     assert head is not None
     tamper(db_url, db_kind, ["DELETE FROM audit_events WHERE seq = 4"])
-    assert (await verify(sessions)).ok
-    result = await verify(sessions, expected_head=head)
+    assert (await verify(db_sessions)).ok
+    result = await verify(db_sessions, expected_head=head)
     assert (result.ok, result.broken_seq) == (False, 4)
 
 
@@ -257,12 +259,12 @@ async def test_truncating_the_log_is_caught_with_the_exported_head(
 async def test_postgres_refuses_to_change_audit_rows(pg_db_url: str, sql: str) -> None:
     engine = create_engine_for(pg_db_url)
     try:
-        sessions = make_sessionmaker(engine)
-        await append(sessions, 2)
+        db_sessions = make_sessionmaker(engine)
+        await append(db_sessions, 2)
         with pytest.raises(sa_exc.DBAPIError, match="append-only"):
-            async with sessions.begin() as s:
+            async with db_sessions.begin() as s:
                 await s.execute(text(sql))
-        assert (await verify(sessions)).checked == 2
+        assert (await verify(db_sessions)).checked == 2
     finally:
         await engine.dispose()
 
@@ -271,9 +273,9 @@ async def test_concurrent_appenders_keep_one_chain(db_url: str) -> None:
     """Several engines (as if several web processes), several tasks each, appending at once."""
     engines = [create_engine_for(db_url) for _ in range(4)]
     try:
-        async def writer(sessions: Sessions, w: int) -> None:
+        async def writer(db_sessions: Sessions, w: int) -> None:
             for b in range(8):
-                async with sessions.begin() as s:
+                async with db_sessions.begin() as s:
                     await queries.append_audit(s, [
                         AuditRecord("call.received", f"writer:{w}", T0, None, {"w": w, "b": b, "i": i})
                         for i in range(3)])
@@ -281,11 +283,11 @@ async def test_concurrent_appenders_keep_one_chain(db_url: str) -> None:
 
         await asyncio.gather(*(writer(make_sessionmaker(e), e_i * 5 + t)
                                for e_i, e in enumerate(engines) for t in range(5)))
-        sessions = make_sessionmaker(engines[0])
-        result = await verify(sessions)
+        db_sessions = make_sessionmaker(engines[0])
+        result = await verify(db_sessions)
         assert result.ok, result.reason
         assert result.checked == 4 * 5 * 8 * 3 == result.head_seq
-        async with sessions() as s:
+        async with db_sessions() as s:
             details = (await s.scalars(select(AuditEvent.details))).all()
         assert len(set(details)) == len(details)
     finally:

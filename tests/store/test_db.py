@@ -54,26 +54,26 @@ async def test_sqlite_transactions_take_the_write_lock_at_begin(sqlite_db_url: s
 
 
 async def test_timestamps_are_stored_utc_and_come_back_aware(
-    sessions: async_sessionmaker[AsyncSession],
+    db_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     local = datetime(2026, 3, 1, 14, 30, 15, 123456, tzinfo=CEST)
-    async with sessions.begin() as s:
+    async with db_sessions.begin() as s:
         s.add(_call("c1", local))
-    async with sessions() as s:
+    async with db_sessions() as s:
         back = (await s.scalars(select(Call))).one().started_at
     assert back == local
     assert back.tzinfo is not None and back.utcoffset() == timedelta(0)
     assert (back.hour, back.microsecond) == (12, 123456)
 
 
-async def test_naive_timestamps_are_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_naive_timestamps_are_refused(db_sessions: async_sessionmaker[AsyncSession]) -> None:
     with pytest.raises(sa_exc.StatementError, match="naive datetime"):
-        async with sessions.begin() as s:
+        async with db_sessions.begin() as s:
             s.add(_call("c1", datetime(2026, 3, 1, 12, 0)))
 
 
-async def test_sessions_do_not_expire_on_commit(sessions: async_sessionmaker[AsyncSession]) -> None:
-    async with sessions.begin() as s:
+async def test_sessions_do_not_expire_on_commit(db_sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with db_sessions.begin() as s:
         call = _call("c1", datetime(2026, 3, 1, tzinfo=timezone.utc))
         s.add(call)
     assert call.status == "initiated"  # no lazy reload after commit
@@ -101,3 +101,26 @@ def test_sqlite_path() -> None:
     assert str(sqlite_path("sqlite+aiosqlite:///var/callagent.db")) == "var/callagent.db"
     assert sqlite_path("sqlite+aiosqlite://") is None
     assert sqlite_path("postgresql+psycopg://u@h/db") is None
+
+
+def test_public_names_are_pinned() -> None:
+    from callagent.call import recorder
+    from callagent.compliance import audit
+    from callagent.store import db, models, queries
+
+    assert sorted(db.__all__) == sorted([
+        "PROJECT_ROOT", "alembic_config", "create_engine_for", "make_sessionmaker", "sqlite_path",
+        "sync_url", "upgrade"])
+    assert sorted(queries.__all__) == sorted([
+        "AUDIT_LOCK_KEY", "TERMINAL_STATUSES", "UnknownCall", "append_audit", "apply_records",
+        "audit_head", "verify_audit"])
+    assert sorted(audit.__all__) == sorted([
+        "GENESIS", "AuditRow", "VerifyResult", "canonical_content", "canonical_details",
+        "event_hash", "verify_chain"])
+    assert sorted(recorder.__all__) == ["Recorder", "RecorderClosed", "is_unavailable"]
+    assert sorted(models.__all__) == sorted([
+        "NAMING_CONVENTION", "AuditEvent", "Base", "Call", "CallMetric", "CallStatusEvent",
+        "ToolCall", "Turn", "UTCDateTime"])
+    for module in (db, queries, audit, recorder, models):
+        for name in module.__all__:
+            assert hasattr(module, name), (module.__name__, name)

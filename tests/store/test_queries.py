@@ -39,22 +39,22 @@ def status(seq: int, st: str, at: datetime | None = None, **kw: object) -> CallS
     return CallStatusChanged(SID, st, seq, at or T0 + timedelta(seconds=seq), **kw)  # type: ignore[arg-type]
 
 
-async def apply(sessions: Sessions, records: Sequence[Record], keys: Sequence[str | None] | None = None) -> None:
-    async with sessions.begin() as s:
+async def apply(db_sessions: Sessions, records: Sequence[Record], keys: Sequence[str | None] | None = None) -> None:
+    async with db_sessions.begin() as s:
         await queries.apply_records(s, records, keys=keys)
 
 
-async def get_call(sessions: Sessions, call_id: str = "call-1") -> Call:
-    async with sessions() as s:
+async def get_call(db_sessions: Sessions, call_id: str = "call-1") -> Call:
+    async with db_sessions() as s:
         return (await s.scalars(select(Call).where(Call.id == call_id))).one()
 
 
-async def count(sessions: Sessions, model: type[object]) -> int:
-    async with sessions() as s:
-        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())  # type: ignore[arg-type]
+async def count(db_sessions: Sessions, model: type[object]) -> int:
+    async with db_sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
 
 
-async def test_each_record_kind_is_written_and_read_back(sessions: Sessions) -> None:
+async def test_each_record_kind_is_written_and_read_back(db_sessions: Sessions) -> None:
     records: list[Record] = [
         opened(),
         CallStreamStarted("call-1", "MZ" + "2" * 32, T0 + timedelta(seconds=1)),
@@ -68,9 +68,9 @@ async def test_each_record_kind_is_written_and_read_back(sessions: Sessions) -> 
         AuditRecord("call.answered", "system", T0 + timedelta(seconds=1), "call-1", {"stream": "MZ"}),
         CallClosed("call-1", T0 + timedelta(seconds=65), "caller_hangup"),
     ]
-    await apply(sessions, records)
+    await apply(db_sessions, records)
 
-    async with sessions() as s:
+    async with db_sessions() as s:
         call = (await s.scalars(select(Call))).one()
         turns = (await s.scalars(select(Turn).order_by(Turn.seq))).all()
         tool = (await s.scalars(select(ToolCall))).one()
@@ -98,7 +98,7 @@ async def test_each_record_kind_is_written_and_read_back(sessions: Sessions) -> 
         1, "call.answered", "system", "call-1", '{"stream":"MZ"}')
 
 
-async def test_replaying_a_written_batch_adds_nothing(sessions: Sessions) -> None:
+async def test_replaying_a_written_batch_adds_nothing(db_sessions: Sessions) -> None:
     records: list[Record] = [
         opened(),
         CallStreamStarted("call-1", "MZ1", T0),
@@ -111,106 +111,117 @@ async def test_replaying_a_written_batch_adds_nothing(sessions: Sessions) -> Non
         CallClosed("call-1", T0 + timedelta(seconds=9), "done"),
     ]
     keys = [f"batch-1:{i}" for i in range(len(records))]
-    await apply(sessions, records, keys)
-    await apply(sessions, records, keys)  # the whole batch again
-    await apply(sessions, records[3:], keys[3:])  # and a tail of it
+    await apply(db_sessions, records, keys)
+    await apply(db_sessions, records, keys)  # the whole batch again
+    await apply(db_sessions, records[3:], keys[3:])  # and a tail of it
     for model, n in [(Call, 1), (Turn, 1), (ToolCall, 1), (CallMetric, 1), (CallStatusEvent, 1),
                      (AuditEvent, 2)]:
-        assert await count(sessions, model) == n, model
-    async with sessions() as s:
+        assert await count(db_sessions, model) == n, model
+    async with db_sessions() as s:
         assert (await queries.verify_audit(s)).ok
 
 
-async def test_audit_records_without_keys_always_append(sessions: Sessions) -> None:
-    await apply(sessions, [AuditRecord("a", "system", T0)])
-    await apply(sessions, [AuditRecord("a", "system", T0)])
-    assert await count(sessions, AuditEvent) == 2
+async def test_audit_records_without_keys_always_append(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [AuditRecord("a", "system", T0)])
+    await apply(db_sessions, [AuditRecord("a", "system", T0)])
+    assert await count(db_sessions, AuditEvent) == 2
 
 
-async def test_status_callbacks_are_deduplicated(sessions: Sessions) -> None:
-    await apply(sessions, [opened(), status(1, "ringing"), status(2, "in-progress")])
-    await apply(sessions, [status(2, "in-progress"), status(1, "ringing")])  # Twilio retries
-    assert await count(sessions, CallStatusEvent) == 2
-    call = await get_call(sessions)
+async def test_status_callbacks_are_deduplicated(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [opened(), status(1, "ringing"), status(2, "in-progress")])
+    await apply(db_sessions, [status(2, "in-progress"), status(1, "ringing")])  # Twilio retries
+    assert await count(db_sessions, CallStatusEvent) == 2
+    call = await get_call(db_sessions)
     assert (call.status, call.last_status_seq) == ("in-progress", 2)
     assert call.answered_at == T0 + timedelta(seconds=2)
 
 
-async def test_out_of_order_status_callbacks_keep_the_newest(sessions: Sessions) -> None:
-    await apply(sessions, [opened(), status(3, "completed", duration_s=42)])
-    await apply(sessions, [status(2, "in-progress"), status(1, "ringing")])  # late arrivals
-    assert await count(sessions, CallStatusEvent) == 3  # all stored
-    call = await get_call(sessions)
+async def test_out_of_order_status_callbacks_keep_the_newest(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [opened(), status(3, "completed", duration_s=42)])
+    await apply(db_sessions, [status(2, "in-progress"), status(1, "ringing")])  # late arrivals
+    assert await count(db_sessions, CallStatusEvent) == 3  # all stored
+    call = await get_call(db_sessions)
     assert (call.status, call.last_status_seq, call.duration_s) == ("completed", 3, 42)
     assert call.ended_at == T0 + timedelta(seconds=3) and call.end_reason == "completed"
 
 
 @pytest.mark.parametrize("terminal", ["completed", "busy", "failed", "no-answer", "canceled"])
-async def test_terminal_statuses_close_the_call(sessions: Sessions, terminal: str) -> None:
-    await apply(sessions, [opened(), status(1, "ringing"),
+async def test_terminal_statuses_close_the_call(db_sessions: Sessions, terminal: str) -> None:
+    await apply(db_sessions, [opened(), status(1, "ringing"),
                            status(2, terminal, duration_s=5, answered_by="human")])
-    call = await get_call(sessions)
+    call = await get_call(db_sessions)
     assert call.ended_at == T0 + timedelta(seconds=2)
     assert (call.status, call.end_reason, call.duration_s, call.answered_by) == (
         terminal, terminal, 5, "human")
 
 
-async def test_status_callback_before_the_call_row_is_applied_when_it_opens(sessions: Sessions) -> None:
-    await apply(sessions, [status(1, "ringing"), status(2, "in-progress")])
-    await apply(sessions, [opened()])
-    call = await get_call(sessions)
+async def test_status_callback_before_the_call_row_is_applied_when_it_opens(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [status(1, "ringing"), status(2, "in-progress")])
+    await apply(db_sessions, [opened()])
+    call = await get_call(db_sessions)
     assert (call.status, call.last_status_seq) == ("in-progress", 2)
 
 
-async def test_first_close_wins_and_twilio_fills_in_the_duration(sessions: Sessions) -> None:
+async def test_first_close_wins_and_twilio_fills_in_the_duration(db_sessions: Sessions) -> None:
     closed_at = T0 + timedelta(seconds=30)
-    await apply(sessions, [opened(), CallClosed("call-1", closed_at, "agent_transfer")])
-    await apply(sessions, [CallClosed("call-1", closed_at + timedelta(seconds=5), "again")])
-    await apply(sessions, [status(9, "completed", at=closed_at + timedelta(seconds=2), duration_s=31)])
-    call = await get_call(sessions)
+    await apply(db_sessions, [opened(), CallClosed("call-1", closed_at, "agent_transfer")])
+    await apply(db_sessions, [CallClosed("call-1", closed_at + timedelta(seconds=5), "again")])
+    await apply(db_sessions, [status(9, "completed", at=closed_at + timedelta(seconds=2), duration_s=31)])
+    call = await get_call(db_sessions)
     assert call.ended_at == closed_at
     assert (call.end_reason, call.status, call.duration_s) == ("agent_transfer", "completed", 31)
 
 
-async def test_a_later_status_does_not_reopen_a_closed_call(sessions: Sessions) -> None:
-    await apply(sessions, [opened(), status(2, "completed", duration_s=3)])
-    await apply(sessions, [CallClosed("call-1", T0 + timedelta(seconds=60), "late")])
-    call = await get_call(sessions)
+async def test_a_later_status_does_not_reopen_a_closed_call(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [opened(), status(2, "completed", duration_s=3)])
+    await apply(db_sessions, [CallClosed("call-1", T0 + timedelta(seconds=60), "late")])
+    call = await get_call(db_sessions)
     assert (call.end_reason, call.ended_at) == ("completed", T0 + timedelta(seconds=2))
 
 
-async def test_metrics_are_upserted_and_the_last_value_wins(sessions: Sessions) -> None:
-    await apply(sessions, [opened(), MetricRecord("call-1", "m", 1.0), MetricRecord("call-1", "m", 2.0)])
-    await apply(sessions, [MetricRecord("call-1", "m", 3.0), MetricRecord("call-1", "n", 4.0)])
-    async with sessions() as s:
+async def test_metrics_are_upserted_and_the_last_value_wins(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [opened(), MetricRecord("call-1", "m", 1.0), MetricRecord("call-1", "m", 2.0)])
+    await apply(db_sessions, [MetricRecord("call-1", "m", 3.0), MetricRecord("call-1", "n", 4.0)])
+    async with db_sessions() as s:
         rows = (await s.execute(select(CallMetric.name, CallMetric.value).order_by(CallMetric.name))).all()
     assert [tuple(r) for r in rows] == [("m", 3.0), ("n", 4.0)]
 
 
-async def test_calls_without_a_twilio_sid_do_not_collide(sessions: Sessions) -> None:
-    await apply(sessions, [opened("a", sid=""), opened("b", sid="")])
-    assert (await get_call(sessions, "a")).twilio_call_sid is None
-    assert await count(sessions, Call) == 2
+async def test_calls_without_a_twilio_sid_do_not_collide(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [opened("a", sid=""), opened("b", sid="")])
+    assert (await get_call(db_sessions, "a")).twilio_call_sid is None
+    assert await count(db_sessions, Call) == 2
 
 
-async def test_records_for_an_unknown_call_are_refused(sessions: Sessions) -> None:
+async def test_records_for_an_unknown_call_are_refused(db_sessions: Sessions) -> None:
     with pytest.raises(sa_exc.IntegrityError):
-        await apply(sessions, [TurnRecord("nope", 0, "agent", "hi", 0, 1)])
+        await apply(db_sessions, [TurnRecord("nope", 0, "agent", "hi", 0, 1)])
     with pytest.raises(queries.UnknownCall):
-        await apply(sessions, [CallStreamStarted("nope", "MZ", T0)])
+        await apply(db_sessions, [CallStreamStarted("nope", "MZ", T0)])
     with pytest.raises(queries.UnknownCall):
-        await apply(sessions, [CallClosed("nope", T0, "x")])
+        await apply(db_sessions, [CallClosed("nope", T0, "x")])
 
 
-async def test_a_duplicate_twilio_sid_on_another_call_is_an_error(sessions: Sessions) -> None:
-    await apply(sessions, [opened("a")])
+async def test_a_duplicate_twilio_sid_on_another_call_is_an_error(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [opened("a")])
     with pytest.raises(sa_exc.IntegrityError):
-        await apply(sessions, [opened("b")])
+        await apply(db_sessions, [opened("b")])
 
 
-async def test_query_functions_never_commit(sessions: Sessions) -> None:
-    async with sessions() as s:
+async def test_query_functions_never_commit(db_sessions: Sessions) -> None:
+    async with db_sessions() as s:
         await queries.apply_records(s, [opened(), AuditRecord("a", "system", T0)])
         await s.rollback()
-    assert await count(sessions, Call) == 0
-    assert await count(sessions, AuditEvent) == 0
+    assert await count(db_sessions, Call) == 0
+    assert await count(db_sessions, AuditEvent) == 0
+
+
+async def test_long_free_text_fits(db_sessions: Sessions) -> None:
+    reason = "protocol error: start.mediaFormat: " + "x" * 500
+    sip = "sip:" + "a" * 200 + "@example.com"
+    await apply(db_sessions, [
+        CallOpened("call-1", "inbound", "support", "pipeline", sip, "+15550002", SID, T0),
+        CallClosed("call-1", T0 + timedelta(seconds=1), reason),
+    ])
+    call = await get_call(db_sessions)
+    assert (call.from_number, call.end_reason) == (sip, reason)

@@ -166,6 +166,9 @@ class Rejected:
     reason: RejectReason
     detail: str
     fatal: bool
+    # For a refused ``start``: its customParameters when they could be read,
+    # so the call it belongs to can still be closed with its reason.
+    start_parameters: dict[str, str] | None = None
 
 
 Event: TypeAlias = Connected | Started | Audio | Digit | MarkEchoed | Stopped | Rejected
@@ -190,6 +193,7 @@ class _Invalid(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.start_parameters: dict[str, str] | None = None
 
 
 class _Tally:
@@ -381,7 +385,7 @@ class TwilioStreamProtocol:
         self._tally.rejected[exc.reason] += 1
         if fatal:
             self._state = StreamState.STOPPED
-        return Rejected(exc.reason, exc.detail, fatal)
+        return Rejected(exc.reason, exc.detail, fatal, exc.start_parameters)
 
     def _parse(self, name: str, message: dict[str, object]) -> Event:
         if name == "connected":
@@ -413,6 +417,18 @@ class TwilioStreamProtocol:
         return Stopped(_str(body, path, "callSid"), _str(body, path, "accountSid"))
 
     def _parse_start(self, message: dict[str, object]) -> Started:
+        try:
+            return self._parse_start_body(message)
+        except _Invalid as exc:
+            body = message.get("start")
+            params = body.get("customParameters") if isinstance(body, dict) else None
+            if isinstance(params, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+            ):
+                exc.start_parameters = dict(params)
+            raise
+
+    def _parse_start_body(self, message: dict[str, object]) -> Started:
         sequence = _int_str(message, "", "sequenceNumber")
         envelope_sid = _str(message, "", "streamSid", nonempty=True)
         body = _obj(message, "", "start")
