@@ -86,6 +86,12 @@ def proc_memory_mb(pid: int, key: str) -> float:
     raise KeyError(f"{key} not in /proc/{pid}/status")
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds all processes on the machine have used since boot (/proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK  # all but idle and iowait
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -411,10 +417,12 @@ class MediaResult:
     client_loop_lag_max_ms: float
     client_loop_late_wakeups: int
     client_cpu_s: float
+    others_cpu_s: float  # everything else on the machine in the window: noise
     frames_out_server: int
     frames_out_client: int
     frames_in_server: int
     clears: int
+    cores: int
     machine: str
     errors: list[str] = field(default_factory=list)
 
@@ -424,13 +432,13 @@ class MediaResult:
 
 
 def machine() -> str:
-    model = ""
+    model = platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return f"{len(os.sched_getaffinity(0))} cores, {model or platform.machine()}; Python {platform.python_version()}"
+    return f"{model}, Python {platform.python_version()}"
 
 
 def run(args: argparse.Namespace) -> MediaResult:
@@ -439,6 +447,7 @@ def run(args: argparse.Namespace) -> MediaResult:
     with tempfile.TemporaryDirectory(prefix="callagent-bench-") as tmp, serve(
         Path(tmp), args.database_url, args.port
     ) as server:
+        _say(f"server pid {server.pid} on {server.base_url} ({server.log}); warm-up call {args.warmup:g} s")
         if args.warmup > 0:  # first-call imports and caches are not the media path
             asyncio.run(run_simulated_call(SimulatedCall(
                 base_url=server.base_url, public_origin=server.base_url, auth_token=TOKEN,
@@ -446,6 +455,7 @@ def run(args: argparse.Namespace) -> MediaResult:
                 lead_s=0.0, tail_s=0.0,
             )))
         idle_s = args.idle_seconds if args.idle_seconds is not None else args.seconds
+        _say(f"idle baseline {idle_s:g} s")
         cpu, t = server.cpu_seconds(), time.monotonic()
         time.sleep(idle_s)
         idle_cpu, idle_window = server.cpu_seconds() - cpu, time.monotonic() - t
@@ -458,13 +468,16 @@ def run(args: argparse.Namespace) -> MediaResult:
             if args.profile:
                 profiler.append(_start_profiler(server.pid, Path(args.profile)))
             mark["cpu"], mark["t"] = server.cpu_seconds(), time.monotonic()
+            mark["busy"] = machine_busy_seconds()
 
+        _say(f"{args.calls} calls x {args.seconds:g} s from {clients} client process(es)")
         reports = run_clients(server.base_url, wav, args.calls, args.seconds, clients,
                               args.stagger, start_window)
         outcomes = [o for r in reports for o in r.calls]
         ids = [o.call_id for o in outcomes if o.call_id]
         metrics = server_call_metrics(server.db_url, ids)
         cpu_s, window_s = server.cpu_seconds() - mark["cpu"], time.monotonic() - mark["t"]
+        busy_s = machine_busy_seconds() - mark["busy"]
         peak_rss = proc_memory_mb(server.pid, "VmHWM")
         for p in profiler:
             p.send_signal(signal.SIGINT)
@@ -495,10 +508,15 @@ def run(args: argparse.Namespace) -> MediaResult:
         client_loop_lag_max_ms=max(r.loop_lag_max_ms for r in reports),
         client_loop_late_wakeups=sum(r.loop_lag_late for r in reports),
         client_cpu_s=sum(r.cpu_s for r in reports),
+        others_cpu_s=max(0.0, busy_s - cpu_s - sum(r.cpu_s for r in reports)),
         frames_out_server=int(total("frames_out")), frames_out_client=sum(o.frames for o in outcomes),
         frames_in_server=int(total("frames_in")), clears=sum(o.clears for o in outcomes),
-        machine=machine(), errors=errors,
+        cores=len(os.sched_getaffinity(0)), machine=machine(), errors=errors,
     )
+
+
+def _say(message: str) -> None:
+    print(f"bench media: {message}", file=sys.stderr, flush=True)
 
 
 def _start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -534,11 +552,13 @@ def render(r: MediaResult) -> str:
         ("outbound frames, server / callers", f"{r.frames_out_server} / {r.frames_out_client}"),
         ("inbound frames, server", f"{r.frames_in_server}"),
         ("barge-ins (clears)", f"{r.clears}"),
+        ("other processes' CPU s in window", f"{r.others_cpu_s:.1f}  (machine noise; "
+         f"{r.cores} cores x {r.window_s:.0f} s = {r.cores * r.window_s:.0f} CPU s available)"),
     ]
     head = (
         f"media benchmark: {r.calls} calls x {r.seconds:g} s on one server process, "
         f"{r.clients} client process{'es' if r.clients > 1 else ''}\n"
-        f"caller audio: {r.audio}; database: {r.database}; machine: {r.machine}\n"
+        f"caller audio: {r.audio}; database: {r.database}; machine: {r.cores} cores, {r.machine}\n"
     )
     width = max(len(k) for k, _ in rows)
     body = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
