@@ -7,7 +7,9 @@ records go to the recorder's queue.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -50,16 +52,30 @@ async def _verified_form(request: Request, services: Services) -> FormData | Res
     return PlainTextResponse("invalid Twilio signature", status_code=403)
 
 
+Handler = Callable[[Request, Services, FormData], Awaitable[Response]]
+
+
+def twilio_webhook(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Verify the signature first; the handler only ever sees a verified form."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        services: Services = request.app.state.services
+        form = await _verified_form(request, services)
+        if isinstance(form, Response):
+            return form
+        return await handler(request, services, form)
+
+    return endpoint
+
+
 def _field(form: FormData, name: str) -> str:
     value = form.get(name, "")
     return value if isinstance(value, str) else ""
 
 
-async def voice(request: Request) -> Response:
-    services: Services = request.app.state.services
-    form = await _verified_form(request, services)
-    if isinstance(form, Response):
-        return form
+@twilio_webhook
+async def voice(request: Request, services: Services, form: FormData) -> Response:
     call_sid = _field(form, "CallSid")
     if not call_sid:
         return PlainTextResponse("missing CallSid", status_code=400)
@@ -104,11 +120,8 @@ async def voice(request: Request) -> Response:
     return Response(connect_stream_twiml(target), media_type=TWIML)
 
 
-async def status(request: Request) -> Response:
-    services: Services = request.app.state.services
-    form = await _verified_form(request, services)
-    if isinstance(form, Response):
-        return form
+@twilio_webhook
+async def status(request: Request, services: Services, form: FormData) -> Response:
     call_sid = _field(form, "CallSid")
     call_status = _field(form, "CallStatus")
     if not call_sid or not call_status:
@@ -131,11 +144,8 @@ async def status(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def stream_status(request: Request) -> Response:
-    services: Services = request.app.state.services
-    form = await _verified_form(request, services)
-    if isinstance(form, Response):
-        return form
+@twilio_webhook
+async def stream_status(request: Request, services: Services, form: FormData) -> Response:
     event = _field(form, "StreamEvent")
     if event == "stream-error":
         log.warning(
