@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from callagent.call.recorder import Recorder
+from callagent.compliance.checkpointer import Checkpointer
 from callagent.config import Settings
 from callagent.engines.base import CallContext, Engine
 from callagent.engines.fixture import FixtureEngine, FixtureScript
@@ -54,12 +57,34 @@ def warn_if_unverified(settings: Settings) -> None:
         )
 
 
+def audit_checkpointer(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> Checkpointer | None:
+    """The checkpointer when CALLAGENT_AUDIT_CHECKPOINT_KEY is set; else a warning."""
+    if not settings.audit.checkpoint_key:
+        log.warning(
+            "AUDIT CHECKPOINTS ARE OFF (CALLAGENT_AUDIT_CHECKPOINT_KEY is not set): the audit "
+            "log stays hash-chained, but deleting its newest rows cannot be detected. Set the "
+            "key (at least 32 characters, e.g. `openssl rand -hex 32`) to sign checkpoints."
+        )
+        return None
+    return Checkpointer(
+        sessions,
+        settings.audit.checkpoint_key.encode("utf-8"),
+        Path(settings.audit.checkpoint_dir),
+        interval_s=settings.audit.checkpoint_interval_s,
+    )
+
+
 def create_app(settings: Settings, engines: EngineFactoryBuilder = default_engines) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         warn_if_unverified(settings)
         db = create_engine_for(settings)
-        recorder = Recorder(make_sessionmaker(db), settings.recorder)
+        sessions = make_sessionmaker(db)
+        recorder = Recorder(
+            sessions, settings.recorder, checkpointer=audit_checkpointer(settings, sessions)
+        )
         recorder.start()
         app.state.services = Services(
             settings=settings, recorder=recorder, engines=engines(settings)

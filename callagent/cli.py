@@ -12,9 +12,9 @@ from pathlib import Path
 from callagent.config import ConfigError, Settings, load_settings
 
 
-def _settings() -> Settings:
+def _settings(*, for_service: bool = True) -> Settings:
     try:
-        return load_settings()
+        return load_settings(for_service=for_service)
     except ConfigError as exc:
         print(f"callagent: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from callagent.store.db import upgrade
 
-    url = args.url or _settings().database.url
+    url = args.url or _settings(for_service=False).database.url
     upgrade(url)
     print(f"database at {url.split('@')[-1]} is at the latest revision")
     return 0
@@ -72,6 +72,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if result.completed else 1
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from callagent.compliance.verify_command import verify_main
+
+    return verify_main(
+        url=args.url,
+        checkpoint_dir=args.checkpoint_dir,
+        chunk_size=args.chunk_size,
+        use_checkpoints=not args.no_checkpoint,
+    )
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from callagent.compliance.verify_command import checkpoint_main
+
+    return checkpoint_main(url=args.url, checkpoint_dir=args.checkpoint_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="apply all migrations")
     up.add_argument("--url", help="database URL (default: database.url from the settings)")
     up.set_defaults(func=cmd_db_upgrade)
+
+    audit = sub.add_parser("audit", help="the hash-chained audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify",
+        help="check the chain and the signed checkpoints (exit 0 intact, 1 broken, 2 error)",
+    )
+    checkpoint = audit_sub.add_parser("checkpoint", help="sign the chain's head now")
+    for p in (verify, checkpoint):
+        p.add_argument("--url", help="database URL (default: database.url from the settings)")
+        p.add_argument("--checkpoint-dir", help="default: audit.checkpoint_dir from the settings")
+    verify.add_argument("--chunk-size", type=int, default=10_000, help="rows read at a time")
+    verify.add_argument("--no-checkpoint", action="store_true",
+                        help="check the hash chain alone (truncation goes unnoticed)")
+    verify.set_defaults(func=cmd_audit_verify)
+    checkpoint.set_defaults(func=cmd_audit_checkpoint)
 
     sim = sub.add_parser("simulate", help="play a phone caller against a running service")
     sim.add_argument("--url", help="service base URL (default: server.host/port)")

@@ -70,6 +70,19 @@ class RecorderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSettings:
+    # Signed checkpoints of the audit chain's head are appended to
+    # <checkpoint_dir>/checkpoints.jsonl (and to the audit_checkpoints table).
+    checkpoint_dir: str = "var/audit"
+    # At most one checkpoint per interval while audit events are appended
+    # (plus one at shutdown); newer rows can be cut off undetected until then.
+    checkpoint_interval_s: float = 60.0
+    # HMAC-SHA256 key signing checkpoints (CALLAGENT_AUDIT_CHECKPOINT_KEY).
+    # Unset: no checkpoints, and truncation of the newest rows goes unnoticed.
+    checkpoint_key: str = field(default="", metadata={"secret": True})
+
+
+@dataclass(frozen=True, slots=True)
 class AgentSettings:
     default_profile: str = "fixture"
     engine: str = "fixture"
@@ -83,6 +96,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
 
     @property
@@ -135,9 +149,16 @@ def _field_type(cls: type, name: str) -> Any:
 
 
 def load_settings(
-    path: Path | None = None, environ: Mapping[str, str] | None = None
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    for_service: bool = True,
 ) -> Settings:
-    """Read the TOML file (if present), apply CALLAGENT_* overrides, validate."""
+    """Read the TOML file (if present), apply CALLAGENT_* overrides, validate.
+
+    ``for_service=False`` (offline tools such as ``callagent audit verify``) skips
+    the checks that only matter to the web service (the Twilio auth token).
+    """
     env = os.environ if environ is None else environ
     if path is None:
         path = Path(env.get("CALLAGENT_CONFIG", str(DEFAULT_CONFIG)))
@@ -179,11 +200,11 @@ def load_settings(
                 values[key] = _coerce(env_name, env[env_name], _field_type(section_cls, key))
         sections[section_name] = section_cls(**values)
     settings = Settings(**sections)
-    validate(settings)
+    validate(settings, for_service=for_service)
     return settings
 
 
-def validate(s: Settings) -> None:
+def validate(s: Settings, *, for_service: bool = True) -> None:
     origin = urlsplit(s.server.public_origin)
     if origin.scheme not in {"http", "https"} or not origin.netloc or origin.path not in {"", "/"}:
         raise ConfigError(
@@ -204,6 +225,22 @@ def validate(s: Settings) -> None:
         )
     if s.recorder.queue_size < 1 or s.recorder.batch_size < 1:
         raise ConfigError("recorder.queue_size and recorder.batch_size: expected at least 1")
+    if not 0 <= s.audit.checkpoint_interval_s <= 86400:
+        raise ConfigError(
+            "audit.checkpoint_interval_s: expected 0-86400 seconds, got "
+            f"{s.audit.checkpoint_interval_s}"
+        )
+    if s.audit.checkpoint_key and len(s.audit.checkpoint_key) < 32:
+        raise ConfigError(
+            "audit.checkpoint_key: expected at least 32 characters (e.g. the output of "
+            "`openssl rand -hex 32`) in CALLAGENT_AUDIT_CHECKPOINT_KEY"
+        )
+    if not s.database.url.split(":", 1)[0].split("+")[0] in {"sqlite", "postgresql"}:
+        raise ConfigError(
+            f"database.url: expected a sqlite or postgresql URL, got {s.database.url!r}"
+        )
+    if not for_service:
+        return
     if s.twilio.verify_signatures and not s.twilio.auth_token:
         raise ConfigError(
             "twilio.auth_token: required while twilio.verify_signatures is on; set "
@@ -214,8 +251,4 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             "twilio.verify_signatures: may be false only while server.host is a loopback "
             f"address (local development); server.host is {s.server.host!r}"
-        )
-    if not s.database.url.split(":", 1)[0].split("+")[0] in {"sqlite", "postgresql"}:
-        raise ConfigError(
-            f"database.url: expected a sqlite or postgresql URL, got {s.database.url!r}"
         )

@@ -27,6 +27,11 @@ process died) are adopted and replayed before anything else. Replays are
 idempotent: rows have unique keys and each audit record carries the key
 ``<batch id>:<position>`` (``audit_events.source_key``), so a batch whose
 commit outcome was unknown can be replayed safely.
+
+Audit checkpoints: an optional ``checkpointer`` is told (``audit_committed()``,
+synchronous) after every transaction that contained audit records commits,
+and closed (a final checkpoint) when the recorder closes; it decides when to
+sign the chain's head (``compliance.checkpointer.Checkpointer``).
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ from typing import IO, Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from callagent.call.records import Record, record_from_json, record_to_json
+from callagent.call.records import AuditRecord, Record, record_from_json, record_to_json
+from callagent.compliance.checkpointer import AuditCheckpointer
 from callagent.config import RecorderSettings
 from callagent.store import queries
 
@@ -303,8 +309,10 @@ class Recorder:
         settings: RecorderSettings,
         *,
         write_timeout_s: float = 30.0,
+        checkpointer: AuditCheckpointer | None = None,
     ) -> None:
         self._sessions = sessions
+        self._checkpointer = checkpointer
         self._batch_size = settings.batch_size
         self._flush_s = settings.flush_interval_ms / 1000
         self._retry_s = settings.retry_interval_ms / 1000
@@ -359,6 +367,16 @@ class Recorder:
             if self._task.done():
                 self._task = None
                 await asyncio.to_thread(self._journal.close)
+                await self._close_checkpointer()
+
+    async def _close_checkpointer(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is None:
+            return
+        try:
+            await checkpointer.close()
+        except Exception:
+            log.exception("recorder: closing the audit checkpointer failed")
 
     async def __aenter__(self) -> Recorder:
         self.start()
@@ -578,6 +596,11 @@ class Recorder:
             async with self._sessions.begin() as session:
                 await queries.apply_records(session, records, keys=keys)
         self._batches += 1
+        if self._checkpointer is not None and any(isinstance(r, AuditRecord) for r in records):
+            try:
+                self._checkpointer.audit_committed()
+            except Exception:  # the batch is committed: never report it as failed
+                log.exception("recorder: the audit checkpointer failed")
         if self._down_since is not None:
             log.warning("recorder: database back after %.1f s", self._now() - self._down_since)
             self._down_since = None

@@ -28,6 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "NAMING_CONVENTION",
+    "AuditCheckpoint",
     "AuditEvent",
     "Base",
     "Call",
@@ -208,3 +209,23 @@ class AuditEvent(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     source_key: Mapped[str | None] = mapped_column(String(80), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed head of the audit chain (see ``callagent.compliance.checkpoint``).
+
+    Kept outside ``audit_events`` (and also appended to a JSON-lines file) so a
+    truncated log can be told from a short one. Append-only like the log: on
+    PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    # when the head was signed
+    at: Mapped[datetime]
+    key_id: Mapped[str] = mapped_column(String(64))
+    # hex HMAC-SHA256
+    signature: Mapped[str] = mapped_column(String(64))

@@ -119,7 +119,7 @@ def test_public_names_are_pinned() -> None:
         "event_hash", "verify_chain"])
     assert sorted(recorder.__all__) == ["Recorder", "RecorderClosed", "is_unavailable"]
     assert sorted(models.__all__) == sorted([
-        "NAMING_CONVENTION", "AuditEvent", "Base", "Call", "CallMetric", "CallStatusEvent",
+        "NAMING_CONVENTION", "AuditCheckpoint", "AuditEvent", "Base", "Call", "CallMetric", "CallStatusEvent",
         "ToolCall", "Turn", "UTCDateTime"])
     for module in (db, queries, audit, recorder, models):
         for name in module.__all__:
