@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from callagent.call.records import Record
+from callagent.compliance.redact import RedactionPolicy
 from callagent.config import Settings
 from callagent.engines.base import CallContext, Engine
 from callagent.metrics import Metrics
@@ -41,6 +42,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     now: Callable[[], datetime] = utc_now
     live_calls: set[str] = field(default_factory=set)
+    # Card data and SSNs are always masked; further kinds per deployment.
+    redaction: RedactionPolicy = field(default_factory=RedactionPolicy)
 
     @property
     def signatures(self) -> SignatureChecker:

@@ -10,6 +10,7 @@ nothing on this path awaits the database or a model.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from callagent.call.records import (
     MetricRecord,
     TurnRecord,
 )
+from callagent.compliance.redact import Finding, Released, StreamingRedactor, redact
 from callagent.engines.base import (
     AgentAudio,
     AgentTextDelta,
@@ -120,6 +122,11 @@ class CallSession:
         self._tasks: list[asyncio.Task[None]] = []
         self._rejections = 0
         self._refused_call_id = ""
+        # Transcripts are redacted before they are recorded. The caller's redactor
+        # may hold a turn that ends in digits until the next one (a card number
+        # said over two turns), so caller turns wait here in feed order.
+        self._caller_redactor = StreamingRedactor(services.redaction)
+        self._held_caller_turns: list[TurnRecord] = []
         self.frames_in = 0
         self.frames_out = 0
 
@@ -323,16 +330,37 @@ class CallSession:
             return
         self._seq += 1
         self._last_caller_end_ms = event.end_ms
-        self.services.recorder.submit(
+        self._held_caller_turns.append(
             TurnRecord(
                 call_id=self.call.call_id,
                 seq=self._seq,
                 speaker="caller",
-                text=event.text,
+                text="",
                 start_ms=event.start_ms,
                 end_ms=event.end_ms,
             )
         )
+        self._release_caller_turns(self._caller_redactor.feed(event.text))
+
+    def _release_caller_turns(self, released: tuple[Released, ...]) -> None:
+        for piece in released:
+            turn = dataclasses.replace(self._held_caller_turns.pop(0), text=piece.text)
+            self._audit_redactions(turn.seq, "text", piece.findings)
+            self.services.recorder.submit(turn)
+
+    def _audit_redactions(self, seq: int, field_name: str, findings: tuple[Finding, ...]) -> None:
+        if self.call is None:
+            return
+        for f in findings:  # the kind and where, never the value
+            self.services.recorder.submit(
+                AuditRecord(
+                    "redaction.applied",
+                    "system",
+                    self.services.now(),
+                    self.call.call_id,
+                    {"kind": f.kind, "turn": seq, "field": field_name, "start": f.start, "end": f.end},
+                )
+            )
 
     def _record_agent_turn(self, turn: AgentTurn) -> None:
         if self.call is None or turn.recorded:
@@ -340,16 +368,22 @@ class CallSession:
         turn.recorded = True
         heard = turn.heard_ms if turn.heard_ms is not None else self.playback.heard_ms(turn.turn_id)
         start = turn.first_sent_at_ms or 0.0
+        policy = self.services.redaction
+        text = redact(turn.text, policy)
+        heard_text = redact(heard_words(turn.text, heard, turn.sent_ms), policy)
+        self._audit_redactions(turn.seq, "text", text.findings)
+        self._audit_redactions(turn.seq, "heard_text", heard_text.findings)
+        self._caller_redactor.observe(turn.text)  # context: "what is your card number?"
         self.services.recorder.submit(
             TurnRecord(
                 call_id=self.call.call_id,
                 seq=turn.seq,
                 speaker="agent",
-                text=turn.text,
+                text=text.text,
                 start_ms=start,
                 end_ms=start + heard,
                 interrupted=turn.interrupted,
-                heard_text=heard_words(turn.text, heard, turn.sent_ms),
+                heard_text=heard_text.text,
                 heard_ms=heard,
                 response_latency_ms=turn.latency_ms,
             )
@@ -396,6 +430,7 @@ class CallSession:
         for turn in self._turns.values():
             if not turn.recorded and turn.segments:
                 self._record_agent_turn(turn)
+        self._release_caller_turns(self._caller_redactor.flush())
         services = self.services
         call_id = self.call.call_id if self.call else self._refused_call_id
         if not call_id:

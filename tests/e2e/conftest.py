@@ -14,7 +14,7 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
-from callagent.app import create_app
+from callagent.app import EngineFactoryBuilder, create_app, default_engines
 from callagent.config import (
     DatabaseSettings,
     RecorderSettings,
@@ -94,10 +94,13 @@ async def stop_service(server: uvicorn.Server, task: asyncio.Task[None]) -> None
 
 @contextlib.asynccontextmanager
 async def running_service(
-    service_db_url: str, tmp_path: Path, read_db_url: str | None = None
+    service_db_url: str,
+    tmp_path: Path,
+    read_db_url: str | None = None,
+    engines: EngineFactoryBuilder = default_engines,
 ) -> AsyncIterator[LiveService]:
     settings = make_settings(service_db_url, tmp_path)
-    app = create_app(settings)
+    app = create_app(settings, engines)
     server, task = await start_service(settings, app)
     db = create_engine_for(read_db_url or service_db_url)
     try:

@@ -1,0 +1,103 @@
+"""Card numbers never reach the database: transcripts are redacted before they are recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from sqlalchemy import select
+
+from callagent.audio.pcm import Pcm
+from callagent.config import Settings
+from callagent.engines.base import (
+    AgentAudio,
+    AgentTurnDone,
+    CallContext,
+    Engine,
+    EngineEvent,
+    PlaybackProgress,
+    UserTranscript,
+)
+from callagent.sim.caller import SimulatedCall, run_simulated_call
+from callagent.store.db import make_sessionmaker
+from callagent.store.models import AuditEvent, Turn
+from tests.e2e.conftest import TOKEN, running_service
+from tests.e2e.test_call_end_to_end import wait_closed
+
+CARD_DIGITS = "4532015112830366"
+
+
+class CardReadingEngine:
+    """A scripted conversation in which the caller reads a card number over two turns."""
+
+    name = "scripted-card"
+    input_rate = 8000
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[EngineEvent | None] = asyncio.Queue()
+
+    async def start(self, call: CallContext) -> None:
+        for event in (
+            AgentAudio("a1", Pcm.silence(200, 8000), segment_end=True),
+            AgentTurnDone("a1", "What is your card number?"),
+            UserTranscript("my card number is four five three two zero one five one", True, 300, 2000),
+            UserTranscript("one two eight three zero three six six", True, 2500, 4000),
+            AgentAudio("a2", Pcm.silence(200, 8000), segment_end=True),
+            AgentTurnDone("a2", "Thanks, I have 4532 0151 1283 0366 on file."),
+        ):
+            self._events.put_nowait(event)
+
+    def feed(self, chunk: Pcm) -> None:
+        pass
+
+    def dtmf(self, digit: str) -> None:
+        pass
+
+    def played(self, progress: PlaybackProgress) -> None:
+        pass
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def close(self) -> None:
+        self._events.put_nowait(None)
+
+
+def card_engines(settings: Settings) -> Callable[[CallContext], Engine]:
+    return lambda call: CardReadingEngine()
+
+
+async def test_a_card_number_said_over_two_turns_is_stored_masked(db_url: str, tmp_path: Path) -> None:
+    async with running_service(db_url, tmp_path, engines=card_engines) as live:
+        call = SimulatedCall(
+            base_url=live.base_url,
+            public_origin=live.settings.server.public_origin,
+            auth_token=TOKEN,
+            silence_s=1.0,
+            lead_s=0.2,
+            tail_s=0.5,
+        )
+        result = await run_simulated_call(call)
+        assert result.completed, result.error
+        await wait_closed(live.db, result.call_id)
+        async with make_sessionmaker(live.db)() as s:
+            turns = (
+                await s.execute(select(Turn).where(Turn.call_id == result.call_id).order_by(Turn.seq))
+            ).scalars().all()
+            audits = (
+                await s.execute(select(AuditEvent).where(AuditEvent.action == "redaction.applied"))
+            ).scalars().all()
+
+    texts = [t.text for t in turns]
+    assert texts[1] == "my card number is [card ending 0366]"
+    assert texts[2] == "[card ending 0366, continued]"
+    assert texts[3] == "Thanks, I have [card ending 0366] on file."
+    stored = " ".join(f"{t.text} {t.heard_text or ''}" for t in turns)
+    assert "4532" not in stored and "five one" not in stored
+    # Each redaction is audited with its kind and place, never the value.
+    assert {json.loads(a.details)["kind"] for a in audits} == {"pan"}
+    assert len(audits) >= 3
+    assert all(CARD_DIGITS[:6] not in a.details and "four five" not in a.details for a in audits)
