@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -29,9 +31,16 @@ from callagent.call.records import (
     CallClosed,
     CallStreamStarted,
     MetricRecord,
+    ToolCallRecord,
     TurnRecord,
 )
-from callagent.compliance.redact import Finding, Released, StreamingRedactor, redact
+from callagent.compliance.redact import (
+    Finding,
+    Released,
+    StreamingRedactor,
+    redact,
+    redact_json,
+)
 from callagent.engines.base import (
     AgentAudio,
     AgentTextDelta,
@@ -127,6 +136,8 @@ class CallSession:
         # said over two turns), so caller turns wait here in feed order.
         self._caller_redactor = StreamingRedactor(services.redaction)
         self._held_caller_turns: list[TurnRecord] = []
+        self._tool_started: dict[str, tuple[datetime, str]] = {}
+        self._tool_calls = 0
         self.frames_in = 0
         self.frames_out = 0
 
@@ -250,10 +261,17 @@ class CallSession:
         elif isinstance(event, Metric):
             if self.call:
                 self.services.recorder.submit(MetricRecord(self.call.call_id, event.name, event.value))
-        elif isinstance(event, ToolCallStarted | ToolCallFinished | Transfer):
-            # Tools and transfers arrive with the compliance/tools work; until
-            # then they are logged, not dropped silently.
-            log.info("call %s: %s", self.call.call_id if self.call else "-", event)
+        elif isinstance(event, ToolCallStarted):
+            self._tool_started[event.tool_call_id] = (self.services.now(), event.arguments)
+        elif isinstance(event, ToolCallFinished):
+            self._record_tool_call(event)
+        elif isinstance(event, Transfer):
+            # The REST transfer itself comes with the tools work; the intent is audited now.
+            if self.call is not None:
+                self.services.recorder.submit(
+                    AuditRecord("call.transfer", "agent", self.services.now(), self.call.call_id,
+                                {"target": event.target, "warm": event.warm})
+                )
 
     def _turn(self, turn_id: str) -> AgentTurn:
         turn = self._turns.get(turn_id)
@@ -347,6 +365,49 @@ class CallSession:
             turn = dataclasses.replace(self._held_caller_turns.pop(0), text=piece.text)
             self._audit_redactions(turn.seq, "text", piece.findings)
             self.services.recorder.submit(turn)
+
+    def _redacted_json(self, text: str, seq: int, field_name: str) -> str:
+        try:
+            value = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            red = redact(text, self.services.redaction)
+            self._audit_redactions(seq, field_name, red.findings)
+            return red.text
+        clean, findings = redact_json(value, self.services.redaction)
+        if findings and self.call is not None:
+            for f in findings:
+                self.services.recorder.submit(
+                    AuditRecord("redaction.applied", "system", self.services.now(), self.call.call_id,
+                                {"kind": f.kind, "tool_call": seq, "field": field_name, "path": f.path})
+                )
+        return json.dumps(clean)
+
+    def _record_tool_call(self, event: ToolCallFinished) -> None:
+        if self.call is None:
+            return
+        started_at, arguments = self._tool_started.pop(
+            event.tool_call_id, (self.services.now(), "{}")
+        )
+        self._tool_calls += 1
+        n = self._tool_calls
+        self.services.recorder.submit(
+            ToolCallRecord(
+                call_id=self.call.call_id,
+                tool_call_id=event.tool_call_id,
+                name=event.name,
+                arguments=self._redacted_json(arguments, n, "arguments"),
+                result=self._redacted_json(event.result, n, "result"),
+                status=event.status,
+                started_at=started_at,
+                duration_ms=event.duration_ms,
+                error=redact(event.error, self.services.redaction).text,
+            )
+        )
+        self.services.recorder.submit(
+            AuditRecord("tool.called", "agent", self.services.now(), self.call.call_id,
+                        {"tool": event.name, "status": event.status,
+                         "duration_ms": round(event.duration_ms, 1)})
+        )
 
     def _audit_redactions(self, seq: int, field_name: str, findings: tuple[Finding, ...]) -> None:
         if self.call is None:

@@ -18,11 +18,13 @@ from callagent.engines.base import (
     Engine,
     EngineEvent,
     PlaybackProgress,
+    ToolCallFinished,
+    ToolCallStarted,
     UserTranscript,
 )
 from callagent.sim.caller import SimulatedCall, run_simulated_call
 from callagent.store.db import make_sessionmaker
-from callagent.store.models import AuditEvent, Turn
+from callagent.store.models import AuditEvent, ToolCall, Turn
 from tests.e2e.conftest import TOKEN, running_service
 from tests.e2e.test_call_end_to_end import wait_closed
 
@@ -44,6 +46,8 @@ class CardReadingEngine:
             AgentTurnDone("a1", "What is your card number?"),
             UserTranscript("my card number is four five three two zero one five one", True, 300, 2000),
             UserTranscript("one two eight three zero three six six", True, 2500, 4000),
+            ToolCallStarted("t1", "take_payment", json.dumps({"card": CARD_DIGITS, "cvv": "123"})),
+            ToolCallFinished("t1", "take_payment", "ok", json.dumps({"charged": "12.50"}), 42.0),
             AgentAudio("a2", Pcm.silence(200, 8000), segment_end=True),
             AgentTurnDone("a2", "Thanks, I have 4532 0151 1283 0366 on file."),
         ):
@@ -90,6 +94,12 @@ async def test_a_card_number_said_over_two_turns_is_stored_masked(db_url: str, t
             audits = (
                 await s.execute(select(AuditEvent).where(AuditEvent.action == "redaction.applied"))
             ).scalars().all()
+            tools = (
+                await s.execute(select(ToolCall).where(ToolCall.call_id == result.call_id))
+            ).scalars().all()
+            tool_audits = (
+                await s.execute(select(AuditEvent).where(AuditEvent.action == "tool.called"))
+            ).scalars().all()
 
     texts = [t.text for t in turns]
     assert texts[1] == "my card number is [card ending 0366]"
@@ -98,6 +108,11 @@ async def test_a_card_number_said_over_two_turns_is_stored_masked(db_url: str, t
     stored = " ".join(f"{t.text} {t.heard_text or ''}" for t in turns)
     assert "4532" not in stored and "five one" not in stored
     # Each redaction is audited with its kind and place, never the value.
-    assert {json.loads(a.details)["kind"] for a in audits} == {"pan"}
-    assert len(audits) >= 3
+    assert {json.loads(a.details)["kind"] for a in audits} == {"pan", "cvv"}
+    assert len(audits) >= 5
+    [tool] = tools
+    assert tool.name == "take_payment" and tool.status == "ok" and tool.duration_ms == 42.0
+    assert CARD_DIGITS not in tool.arguments and "123" not in tool.arguments
+    assert json.loads(tool.result) == {"charged": "12.50"}
+    assert len(tool_audits) == 1
     assert all(CARD_DIGITS[:6] not in a.details and "four five" not in a.details for a in audits)
