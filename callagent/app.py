@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,6 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from callagent.call.recorder import Recorder
 from callagent.compliance.checkpointer import Checkpointer
+from callagent.compliance.redact import RedactionPolicy
 from callagent.config import Settings
 from callagent.engines.base import CallContext, Engine
 from callagent.engines.fixture import FixtureEngine, FixtureScript
@@ -28,9 +30,43 @@ log = logging.getLogger(__name__)
 EngineFactoryBuilder = Callable[[Settings], Callable[[CallContext], Engine]]
 
 
+def _agents_dir() -> Path:
+    here = Path("config/agents")
+    return here if here.is_dir() else Path(__file__).resolve().parents[1] / "config" / "agents"
+
+
 def default_engines(settings: Settings) -> Callable[[CallContext], Engine]:
+    """Profiles are read once, here; each call gets the engine its profile names.
+
+    Pipeline models (piper voice, Silero pool, per-profile STT resources) load
+    once per process, in the background from startup; a call that arrives
+    before they are ready waits for them.
+    """
+    from callagent.agents.profile import load_profiles
+    from callagent.engines.pipeline.engine import PipelineEngine
+    from callagent.engines.pipeline.models import PipelineModels, shared_models
+
     script = FixtureScript.packaged()
-    return lambda call: FixtureEngine(script)
+    profiles = load_profiles(_agents_dir())
+    models: Future[PipelineModels] | None = None
+    if any(r.engine == "pipeline" for p in profiles.values() for r in p.routes):
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-models")
+        models = loader.submit(shared_models, profiles)
+        loader.shutdown(wait=False)
+
+    def build(call: CallContext) -> Engine:
+        profile = profiles.get(call.agent) or profiles.get(settings.agent.default_profile)
+        if profile is None:
+            return FixtureEngine(script)
+        engine = profile.pick_route(call.call_id).engine
+        if engine == "pipeline" and models is not None:
+            return PipelineEngine(profile, models.result())
+        if engine != "fixture":
+            log.warning("call %s: engine %r is not available; using the fixture engine",
+                        call.call_id, engine)  # fmt: skip
+        return FixtureEngine(script)
+
+    return build
 
 
 async def healthz(request: Request) -> Response:
@@ -87,7 +123,14 @@ def create_app(settings: Settings, engines: EngineFactoryBuilder = default_engin
         )
         recorder.start()
         app.state.services = Services(
-            settings=settings, recorder=recorder, engines=engines(settings)
+            settings=settings,
+            recorder=recorder,
+            engines=engines(settings),
+            redaction=RedactionPolicy(
+                email=settings.redaction.email,
+                dob=settings.redaction.dob,
+                phone=settings.redaction.phone,
+            ),
         )
         try:
             yield

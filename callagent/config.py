@@ -83,10 +83,31 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedactionSettings:
+    # Card numbers, security codes, expiry dates and SSNs are always masked
+    # before anything is recorded; these further kinds are switchable.
+    email: bool = False
+    dob: bool = False
+    phone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class AgentSettings:
     default_profile: str = "fixture"
     engine: str = "fixture"
     greeting_text: str = "Thank you for calling. How can I help you today?"
+
+
+@dataclass(frozen=True, slots=True)
+class DialerSettings:
+    # Names this process in claims (contacts.claimed_by); empty: <hostname>-<pid>.
+    worker_id: str = ""
+    poll_interval_s: float = 1.0
+    # A claim not finished within the lease is taken over by another dialer; it
+    # must outlast one REST request (2 * rest_timeout_s: connect + read).
+    lease_s: float = 60.0
+    batch_size: int = 10
+    rest_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +118,9 @@ class Settings:
     media: MediaSettings = field(default_factory=MediaSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    redaction: RedactionSettings = field(default_factory=RedactionSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    dialer: DialerSettings = field(default_factory=DialerSettings)
 
     @property
     def media_stream_url(self) -> str:
@@ -234,6 +257,13 @@ def validate(s: Settings, *, for_service: bool = True) -> None:
         raise ConfigError(
             "audit.checkpoint_key: expected at least 32 characters (e.g. the output of "
             "`openssl rand -hex 32`) in CALLAGENT_AUDIT_CHECKPOINT_KEY"
+        )
+    if not 0 < s.dialer.poll_interval_s <= 60 or not 1 <= s.dialer.batch_size <= 1000:
+        raise ConfigError("dialer.poll_interval_s: expected 0-60 s; dialer.batch_size: 1-1000")
+    if not 0 < 2 * s.dialer.rest_timeout_s < s.dialer.lease_s:
+        raise ConfigError(
+            f"dialer.lease_s ({s.dialer.lease_s}) must exceed twice dialer.rest_timeout_s "
+            f"({s.dialer.rest_timeout_s}) > 0: a live dialer's claim must not expire mid-request"
         )
     if not s.database.url.split(":", 1)[0].split("+")[0] in {"sqlite", "postgresql"}:
         raise ConfigError(
