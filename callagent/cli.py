@@ -89,6 +89,19 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     return checkpoint_main(url=args.url, checkpoint_dir=args.checkpoint_dir)
 
 
+def cmd_dialer(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from callagent.campaigns.dialer import run_dialer
+
+    settings = _settings()
+    if args.worker_id:
+        settings = dataclasses.replace(
+            settings, dialer=dataclasses.replace(settings.dialer, worker_id=args.worker_id))
+    asyncio.run(run_dialer(settings, until_idle=args.until_idle))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check the hash chain alone (truncation goes unnoticed)")
     verify.set_defaults(func=cmd_audit_verify)
     checkpoint.set_defaults(func=cmd_audit_checkpoint)
+
+    dialer = sub.add_parser("dialer", help="place outbound campaign calls (until SIGTERM)")
+    dialer.add_argument("--worker-id", help="default: dialer.worker_id, else <hostname>-<pid>")
+    dialer.add_argument("--until-idle", action="store_true",
+                        help="exit once no running campaign has a contact left to call")
+    dialer.set_defaults(func=cmd_dialer)
 
     sim = sub.add_parser("simulate", help="play a phone caller against a running service")
     sim.add_argument("--url", help="service base URL (default: server.host/port)")

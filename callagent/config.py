@@ -100,7 +100,8 @@ class AgentSettings:
 
 @dataclass(frozen=True, slots=True)
 class DialerSettings:
-    # Names this process in claims (contacts.claimed_by); empty: <hostname>-<pid>.
+    # Names this process in claims (contacts.claimed_by); must be unique per
+    # process. Empty: <hostname>-<pid>.
     worker_id: str = ""
     poll_interval_s: float = 1.0
     # A claim not finished within the lease is taken over by another dialer; it

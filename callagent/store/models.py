@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -32,8 +33,12 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Call",
+    "CallAttempt",
     "CallMetric",
     "CallStatusEvent",
+    "Campaign",
+    "Contact",
+    "DncNumber",
     "ToolCall",
     "Turn",
     "UTCDateTime",
@@ -229,3 +234,99 @@ class AuditCheckpoint(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     # hex HMAC-SHA256
     signature: Mapped[str] = mapped_column(String(64))
+
+
+class Campaign(Base):
+    """An outbound campaign (``callagent.campaigns``); ``spec`` is the CampaignSpec as JSON."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    agent_profile: Mapped[str] = mapped_column(String(64))
+    caller_id: Mapped[str] = mapped_column(String(32))
+    # CampaignState value
+    state: Mapped[str] = mapped_column(String(16))
+    max_concurrent_calls: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class Contact(Base):
+    """One number to call in one campaign.
+
+    ``state``: pending (due at ``next_attempt_at``) -> claimed (a dialer holds it until
+    ``lease_until``) -> in_call (placed, waiting for the outcome) -> pending | done | skipped.
+    """
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        Index("ix_contacts_due", "campaign_id", "state", "next_attempt_at"),
+        Index("ix_contacts_lease", "state", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    dedupe_key: Mapped[str] = mapped_column(String(32), unique=True)
+    e164: Mapped[str] = mapped_column(String(16), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    # JSON list of IANA zone names
+    timezones: Mapped[str] = mapped_column(Text)
+    consent_type: Mapped[str | None] = mapped_column(String(8))
+    consent_at: Mapped[datetime | None]
+    # JSON object of free CSV fields
+    fields: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    # the latest SkipReason values, comma-separated (waiting or final)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class CallAttempt(Base):
+    """One dial (or final skip) of a contact; ``idempotency_key`` = contact id + attempt number.
+
+    ``status``: placing (recorded before the REST call) -> placed (call sid known) ->
+    ended; or skipped / failed.
+    """
+
+    __tablename__ = "call_attempts"
+    __table_args__ = (
+        UniqueConstraint("contact_id", "attempt_no"),
+        Index("ix_call_attempts_e164_created_at", "e164", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    e164: Mapped[str] = mapped_column(String(16))
+    # our call id (``calls.id`` once the voice webhook ran)
+    call_id: Mapped[str] = mapped_column(String(36))
+    worker: Mapped[str] = mapped_column(String(64))
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    answered_by: Mapped[str | None] = mapped_column(String(32))
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    placed_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+
+
+class DncNumber(Base):
+    """A do-not-call entry; ``source`` is ``internal`` or ``national`` (``DncList`` values)."""
+
+    __tablename__ = "dnc_numbers"
+    __table_args__ = (UniqueConstraint("e164", "source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    e164: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    added_at: Mapped[datetime]

@@ -1,0 +1,301 @@
+"""The dialer loop: claim due contacts, check them, skip or dial, close attempts.
+
+One ``tick()``:
+
+1. **Outcomes**: placed attempts whose terminal status callback is in
+   ``call_status_events`` (written by ``/twilio/status``) are closed; the contact is done, or
+   rescheduled by outcome (``CampaignSpec.retry_delay``) while attempts remain. At most once a
+   minute, calls placed longer than ``stale_after`` ago without an outcome (a lost callback)
+   are looked up at Twilio (``calls(sid).fetch()``) and closed from its record.
+2. **Recovery**: ``claimed`` contacts whose lease expired (a dialer died) are taken over.
+3. **Claims**: for each running campaign, up to ``cap - in flight`` due contacts
+   (``store.claim_due_contacts``: the cap holds across every dialer).
+
+Each held contact: an attempt left in ``placing`` is *reconciled* first; otherwise the
+pre-dial gate (``eligibility.check_eligibility``) runs and the contact is skipped with its
+reasons (rescheduled when time cures them) or dialed: the attempt (idempotency key
+``<contact>:<attempt>``) is committed in state ``placing`` **before** ``calls.create``, and
+the call sid is recorded after. The answered call reaches ``/twilio/voice?call_id=&agent=``
+like an inbound one, with the campaign's agent.
+
+**Reconciliation rule** (an attempt found in ``placing`` after its lease expired: the dialer
+died, or lost Twilio's answer, between recording the attempt and recording the sid):
+list the calls ``To`` the contact ``From`` the campaign's caller id created since the
+attempt was recorded (minus ``_CLOCK_SLACK``) and not already owned by another attempt.
+If there is one, it *is* this attempt: adopt its sid (its status callbacks close it).
+If there is none, the call was never created: dial now under the same attempt and key.
+This is sound because a contact has at most one open attempt (the claim), and no create of the
+dead claim can still be in flight: a create is sent only while the sender's lease has
+``2 * rest_timeout_s`` left (checked in the SDK thread right before the request; the
+request is bounded by ``rest_timeout_s`` per connect/read), and a lease is renewed when
+the attempt is recorded. When Twilio cannot be reached, nothing is dialed and the
+attempt waits for the next lease expiry. Residual risk (Twilio's ``calls.create`` takes no
+idempotency key): a process frozen *between* that check and the bytes leaving the socket
+for longer than ``2 * rest_timeout_s`` (SIGSTOP, swap; or a blocked stderr pipe, which the
+SDK's request logging once caused in tests: its logger is now ours, at WARNING) could
+still dial after its claim was reconciled. A matching call found later is then a second
+call for the attempt; the ``attempt`` query parameter of its ``Url`` names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Final
+from urllib.parse import urlencode
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from callagent.campaigns import store
+from callagent.campaigns.eligibility import InMemoryDnc, check_eligibility
+from callagent.campaigns.settings import VoicemailPolicy
+from callagent.campaigns.store import ClaimedContact, LostClaim, StoredCampaign
+from callagent.config import Settings
+from callagent.store.db import create_engine_for, make_sessionmaker
+from callagent.store.models import CallAttempt
+from callagent.telephony.twilio.rest import TwilioRest, TwilioRestError, TwilioUnavailable
+
+__all__ = ["Dialer", "run_dialer", "worker_id"]
+
+log = logging.getLogger(__name__)
+
+_CLOCK_SLACK: Final = timedelta(seconds=5)
+
+
+def worker_id(configured: str = "") -> str:
+    return configured or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Dialer:
+    sessions: async_sessionmaker[AsyncSession]
+    rest: TwilioRest
+    public_url: Callable[[str], str]
+    worker: str
+    lease: timedelta = timedelta(seconds=60)
+    batch_size: int = 10
+    poll_interval_s: float = 1.0
+    rest_timeout_s: float = 10.0
+    # a placed call without a final status callback for this long is looked up at Twilio
+    stale_after: timedelta = timedelta(minutes=15)
+    # where Twilio posts the async AMD verdict (None: not requested; AnsweredBy then comes
+    # with the status callbacks only)
+    amd_callback_path: str | None = None
+    clock: Callable[[], datetime] = _utc_now
+
+    def __post_init__(self) -> None:
+        if not 0 < 2 * self.rest_timeout_s < self.lease.total_seconds():
+            raise ValueError("the lease must exceed twice the REST timeout")
+        self._next_sweep = datetime.min.replace(tzinfo=UTC)
+
+    async def tick(self) -> int:
+        """One pass; returns how many contacts or attempts it moved."""
+        now = self.clock()
+        async with self.sessions.begin() as s:
+            moved = await store.apply_status_events(s, now=now)
+            campaigns = {c.id: c for c in await store.running_campaigns(s)}
+            dnc = await store.load_dnc(s)
+        async with self.sessions.begin() as s:
+            recovered = await store.reclaim_expired(
+                s, worker=self.worker, now=now, lease=self.lease, limit=self.batch_size)
+        held: list[tuple[StoredCampaign | None, ClaimedContact]] = [
+            (campaigns.get(c.campaign_id), c) for c in recovered]
+        for campaign in campaigns.values():
+            async with self.sessions.begin() as s:
+                claimed = await store.claim_due_contacts(
+                    s, campaign.id, campaign.spec.max_concurrent_calls, worker=self.worker,
+                    now=now, lease=self.lease, limit=self.batch_size)
+            held.extend((campaign, c) for c in claimed)
+        await asyncio.gather(*(self._handle(campaign, c, dnc) for campaign, c in held))
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(self.stale_after, timedelta(minutes=1))
+            moved += await self._sweep_stale(now)
+        return moved + len(held)
+
+    async def _sweep_stale(self, now: datetime) -> int:
+        """Close placed calls whose final status callback never came, from Twilio's record."""
+        async with self.sessions() as s:
+            stale = await store.stale_placed_attempts(
+                s, placed_before=now - self.stale_after, limit=self.batch_size * 10)
+        closed = 0
+        for attempt_id, sid in stale:
+            try:
+                call = await self.rest.fetch_call(sid)
+            except (TwilioRestError, TwilioUnavailable) as exc:
+                log.warning("dialer %s: cannot look up stale call %s (%s)", self.worker, sid, exc)
+                continue
+            if call.status in store.TERMINAL_CALL_STATUSES:
+                async with self.sessions.begin() as s:
+                    await store.record_attempt_outcome(
+                        s, attempt_id, call.status, answered_by=call.answered_by,
+                        duration_s=call.duration_s, now=self.clock())
+                closed += 1
+        return closed
+
+    async def run(self, stop: asyncio.Event, *, until_idle: bool = False) -> None:
+        while not stop.is_set():
+            try:
+                moved = await self.tick()
+            except Exception:       # e.g. the database is away: log, wait, try again
+                log.exception("dialer %s: tick failed", self.worker)
+                moved = 0
+            if until_idle and moved == 0:
+                async with self.sessions() as s:
+                    if await store.pending_work(s) == 0:
+                        return
+            if moved == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.poll_interval_s)
+                except TimeoutError:
+                    pass
+
+    # --- one contact -----------------------------------------------------------------------
+
+    async def _handle(
+        self, campaign: StoredCampaign | None, contact: ClaimedContact, dnc: InMemoryDnc,
+    ) -> None:
+        try:
+            if campaign is None:        # recovered from a campaign that is no longer running
+                async with self.sessions.begin() as s:
+                    await store.release_claim(s, contact.id, worker=self.worker)
+                return
+            async with self.sessions() as s:
+                open_attempt = await store.open_attempt(s, contact.id)
+            if open_attempt is not None:
+                await self._reconcile(campaign, contact, open_attempt)
+            else:
+                await self._check_and_dial(campaign, contact, dnc)
+        except LostClaim as exc:
+            log.info("dialer %s: %s", self.worker, exc)
+        except Exception:
+            log.exception("dialer %s: contact %s failed; its lease will expire",
+                          self.worker, contact.id)
+
+    async def _check_and_dial(
+        self, campaign: StoredCampaign, contact: ClaimedContact, dnc: InMemoryDnc,
+    ) -> None:
+        now = self.clock()
+        async with self.sessions() as s:
+            today, recent = await store.attempt_counts(
+                s, contact.e164, since_day_start=_local_day_start(contact, now), now=now)
+        verdict = check_eligibility(
+            contact, campaign.spec, now, state=campaign.state, dnc=dnc,
+            attempts_today=today, attempts_total=contact.attempts, recent_attempts=recent)
+        if not verdict.ok:
+            async with self.sessions.begin() as s:
+                await store.record_skip(s, contact.id, verdict.reasons, verdict.next_window_start,
+                                        worker=self.worker, now=now)
+            return
+        now = self.clock()
+        async with self.sessions.begin() as s:
+            attempt = await store.begin_attempt(s, contact.id, worker=self.worker, now=now,
+                                                lease=self.lease)
+        await self._place(campaign, contact, attempt, lease_from=now)
+
+    async def _place(
+        self, campaign: StoredCampaign, contact: ClaimedContact, attempt: CallAttempt, *,
+        lease_from: datetime,
+    ) -> None:
+        """Send the create only while the lease (renewed at ``lease_from``) still has
+        ``2 * rest_timeout_s`` to run, so no create can reach Twilio after it expired."""
+        spec = campaign.spec
+        query = urlencode({"call_id": attempt.call_id, "agent": spec.agent_profile,
+                           "campaign": campaign.id, "attempt": attempt.idempotency_key})
+        try:
+            placed = await self.rest.place_call(
+                to=contact.e164, from_=spec.caller_id,
+                url=self.public_url("/twilio/voice") + "?" + query,
+                status_callback=self.public_url("/twilio/status"),
+                machine_detection=("DetectMessageEnd"
+                                   if spec.voicemail is VoicemailPolicy.LEAVE_MESSAGE
+                                   else "Enable"),
+                async_amd=True,
+                async_amd_status_callback=(self.public_url(self.amd_callback_path)
+                                           if self.amd_callback_path else None),
+                timeout=spec.ring_timeout_s,
+                send_before=(lease_from + self.lease).timestamp() - 2 * self.rest_timeout_s,
+            )
+        except TwilioRestError as exc:       # refused: no call exists
+            async with self.sessions.begin() as s:
+                await store.record_place_failure(s, attempt.id, str(exc), now=self.clock())
+            return
+        except TwilioUnavailable as exc:     # unknown: reconcile after the lease
+            log.warning("dialer %s: attempt %s unconfirmed (%s); reconciling after the lease",
+                        self.worker, attempt.idempotency_key, exc)
+            return
+        async with self.sessions.begin() as s:
+            await store.mark_placed(s, attempt.id, placed.sid, now=self.clock())
+
+    async def _reconcile(
+        self, campaign: StoredCampaign, contact: ClaimedContact, attempt: CallAttempt,
+    ) -> None:
+        try:
+            found = await self.rest.find_calls(
+                to=contact.e164, from_=campaign.spec.caller_id,
+                created_after=attempt.created_at - _CLOCK_SLACK)
+        except (TwilioRestError, TwilioUnavailable) as exc:
+            log.warning("dialer %s: cannot reconcile %s (%s)", self.worker,
+                        attempt.idempotency_key, exc)
+            return
+        async with self.sessions() as s:
+            owned = await store.known_call_sids(s, [c.sid for c in found])
+        candidates = sorted((c for c in found if c.sid not in owned),
+                            key=lambda c: c.date_created or attempt.created_at)
+        if candidates:
+            log.info("dialer %s: attempt %s adopted call %s", self.worker,
+                     attempt.idempotency_key, candidates[0].sid)
+            async with self.sessions.begin() as s:
+                await store.mark_placed(s, attempt.id, candidates[0].sid, now=self.clock())
+            return
+        log.info("dialer %s: attempt %s was never placed; dialing it now", self.worker,
+                 attempt.idempotency_key)
+        async with self.sessions.begin() as s:
+            now = self.clock()
+            await store.renew_lease(s, contact.id, worker=self.worker, now=now, lease=self.lease)
+        await self._place(campaign, contact, attempt, lease_from=now)
+
+
+def _local_day_start(contact: ClaimedContact, now: datetime) -> datetime:
+    """Midnight of today in the contact's first zone (UTC midnight if it is unknown)."""
+    try:
+        zone: zoneinfo.ZoneInfo | None = zoneinfo.ZoneInfo(contact.timezones[0])
+    except (IndexError, zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = None
+    local = now.astimezone(zone or UTC)
+    return datetime.combine(local.date(), time(0), tzinfo=zone or UTC).astimezone(UTC)
+
+
+async def run_dialer(settings: Settings, *, until_idle: bool = False) -> None:
+    """The ``callagent dialer`` process: runs until SIGTERM/SIGINT (or idle)."""
+    cfg = settings.dialer
+    engine = create_engine_for(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with TwilioRest(settings.twilio.account_sid, settings.twilio.auth_token,
+                              base_url=settings.twilio.api_base_url,
+                              timeout_s=cfg.rest_timeout_s) as rest:
+            dialer = Dialer(
+                sessions=make_sessionmaker(engine), rest=rest, public_url=settings.public_url,
+                worker=worker_id(cfg.worker_id), lease=timedelta(seconds=cfg.lease_s),
+                batch_size=cfg.batch_size, poll_interval_s=cfg.poll_interval_s,
+                rest_timeout_s=cfg.rest_timeout_s)
+            log.info("dialer %s started", dialer.worker)
+            await dialer.run(stop, until_idle=until_idle)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await engine.dispose()
