@@ -39,8 +39,9 @@ def default_engines(settings: Settings) -> Callable[[CallContext], Engine]:
     """Profiles are read once, here; each call gets the engine its profile names.
 
     Pipeline models (piper voice, Silero pool, per-profile STT resources) load
-    once per process, in the background from startup; a call that arrives
-    before they are ready waits for them.
+    once per process, in a background thread: at startup when the default
+    profile uses the pipeline, else at the first pipeline call. A pipeline
+    engine waits for them in `start()`, never blocking the event loop.
     """
     from callagent.agents.profile import load_profiles
     from callagent.engines.pipeline.engine import PipelineEngine
@@ -48,19 +49,26 @@ def default_engines(settings: Settings) -> Callable[[CallContext], Engine]:
 
     script = FixtureScript.packaged()
     profiles = load_profiles(_agents_dir())
-    models: Future[PipelineModels] | None = None
-    if any(r.engine == "pipeline" for p in profiles.values() for r in p.routes):
-        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-models")
-        models = loader.submit(shared_models, profiles)
-        loader.shutdown(wait=False)
+    loading: list[Future[PipelineModels]] = []
+
+    def models() -> Future[PipelineModels]:
+        if not loading:  # only ever called on the event loop's thread
+            loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-models")
+            loading.append(loader.submit(shared_models, profiles))
+            loader.shutdown(wait=False)
+        return loading[0]
+
+    default = profiles.get(settings.agent.default_profile)
+    if default is not None and any(r.engine == "pipeline" for r in default.routes):
+        models()
 
     def build(call: CallContext) -> Engine:
-        profile = profiles.get(call.agent) or profiles.get(settings.agent.default_profile)
+        profile = profiles.get(call.agent) or default
         if profile is None:
             return FixtureEngine(script)
         engine = profile.pick_route(call.call_id).engine
-        if engine == "pipeline" and models is not None:
-            return PipelineEngine(profile, models.result())
+        if engine == "pipeline" and profile.flow is not None:
+            return PipelineEngine(profile, models())
         if engine != "fixture":
             log.warning("call %s: engine %r is not available; using the fixture engine",
                         call.call_id, engine)  # fmt: skip

@@ -1,0 +1,1 @@
+"""The modular pipeline engine: VAD -> end of turn -> STT -> flow -> TTS, with barge-in."""

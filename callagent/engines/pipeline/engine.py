@@ -1,0 +1,449 @@
+"""PipelineEngine: caller audio -> VAD -> STT -> end of turn -> flow -> TTS.
+
+Threads and tasks of one call:
+- `feed()` (event loop) queues 8 kHz frames for the call's `SpeechWorker`
+  thread (VAD, STT, turn and barge-in policies) and drives the idle timer on
+  the audio clock. It never blocks.
+- Worker results come back with `call_soon_threadsafe` and drive the flow.
+- A speaker task turns `Say`s into `AgentAudio`, one segment per sentence
+  (`segment_end=True`: the session marks each), synthesised in the shared
+  executor; Transfer/EndCall wait in the same queue, behind the speech.
+- Tools run as tasks (`tools.ToolRunner`).
+
+Agent speech is tracked on the audio clock: each segment's playout is
+estimated from when it was emitted, and a completed mark (`played`) ends it
+early. Barge-in uses that to know whether the agent is talking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from concurrent.futures import Future
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from callagent.agents.flow import (
+    Action,
+    Flow,
+    FlowState,
+    Hangup,
+    ListenFor,
+    Say,
+    ToolRequest,
+)
+from callagent.agents.flow import Transfer as FlowTransfer
+from callagent.agents.profile import AgentProfile
+from callagent.audio.pcm import Pcm
+from callagent.engines.base import (
+    AgentAudio,
+    AgentTextDelta,
+    AgentTurnDone,
+    CallContext,
+    EndCall,
+    EngineEvent,
+    Interrupt,
+    Metric,
+    PlaybackProgress,
+    Transfer,
+    UserTranscript,
+)
+from callagent.engines.pipeline.bargein import BargeInConfig, BargeInPolicy, Decision, is_backchannel
+from callagent.engines.pipeline.listener import (
+    BargeIn,
+    Final,
+    Partial,
+    SpeechStarted,
+    SpeechWorker,
+    WorkerEvent,
+)
+from callagent.engines.pipeline.models import PipelineModels
+from callagent.engines.pipeline.sentences import split_first_clause, split_sentences
+from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
+from callagent.engines.pipeline.turns import TurnConfig, TurnDetector
+from callagent.engines.pipeline.stt import CallStt
+from callagent.speech.stt_pocketsphinx import Search
+from callagent.speech.vad import TwoStageVad
+
+__all__ = ["PipelineEngine"]
+
+log = logging.getLogger(__name__)
+_IDLE_CHECK_MS = 200.0
+
+
+def _shifted(event: WorkerEvent, offset_ms: float) -> WorkerEvent:
+    """A worker event with its times moved onto the engine's audio clock."""
+    if not offset_ms:
+        return event
+    if isinstance(event, SpeechStarted):
+        return SpeechStarted(event.start_ms + offset_ms)
+    if isinstance(event, BargeIn):
+        return BargeIn(event.decision, event.at_ms + offset_ms)
+    if isinstance(event, Final):
+        return dataclasses.replace(event, start_ms=event.start_ms + offset_ms,
+                                   end_ms=event.end_ms + offset_ms)  # fmt: skip
+    return event
+
+
+@dataclass
+class _Speech:
+    turn_id: str
+    sentences: list[tuple[str, bool]]  # (text, interruptible)
+
+
+@dataclass(frozen=True, slots=True)
+class _Control:
+    event: EngineEvent
+
+
+@dataclass
+class _Segment:
+    turn_id: str
+    start_ms: float
+    end_ms: float
+    interruptible: bool
+    index: int  # sentence index in its turn
+
+
+@dataclass
+class _TurnState:
+    sentences: list[tuple[str, bool]]
+    cancelled: bool = False
+    segments: list[_Segment] = field(default_factory=list)
+
+
+class PipelineEngine:
+    name = "pipeline"
+    input_rate = 8000
+
+    def __init__(
+        self,
+        profile: AgentProfile,
+        models: PipelineModels | Future[PipelineModels],
+        *,
+        turns: TurnConfig | None = None,
+        bargein: BargeInConfig | None = None,
+    ) -> None:
+        if profile.flow is None:
+            raise ValueError(f"profile {profile.name!r} has no flow: the pipeline needs brain = flow")
+        self._profile = profile
+        self._loading = models if isinstance(models, Future) else None
+        self._models_ready = models if isinstance(models, PipelineModels) else None
+        vad = profile.stages.vad.settings if profile.stages else {}
+        self._turn_config = turns or TurnConfig(
+            hangover_ms=min(int(vad.get("end_silence_ms", 240)), 240)
+        )
+        self._bargein_config = bargein or BargeInConfig()
+        self._events: asyncio.Queue[EngineEvent | None] = asyncio.Queue()
+        self._out: asyncio.Queue[_Speech | _Control] = asyncio.Queue()
+        self._flow: Flow | None = None
+        self._worker: SpeechWorker | None = None
+        self._tools: ToolRunner | None = None
+        self._speaker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fed_ms = 0.0
+        self._next_idle_check = _IDLE_CHECK_MS
+        self._last_input_ms = 0.0
+        self._caller_talking = False
+        self._overlapped = False  # the caller's utterance began over agent speech
+        self._turn_seq = 0
+        self._turns: dict[str, _TurnState] = {}
+        self._segments: list[_Segment] = []  # emitted, possibly still playing
+        self._speech_end_ms = 0.0  # when the agent's speech sent so far ends (idle baseline)
+        self._resume: list[tuple[str, bool]] = []
+        self._last_final: Final | None = None
+        self._ended = False
+        self._closed = False
+
+    # ---- Engine interface ----------------------------------------------------
+
+    async def start(self, call: CallContext) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        if self._models_ready is None:
+            assert self._loading is not None
+            self._models_ready = await asyncio.wrap_future(self._loading)  # first call only
+        models = self._models_ready
+        resources = models.resources.get(self._profile.name)
+        if resources is None:
+            raise ValueError(f"no STT resources loaded for profile {self._profile.name!r}")
+        stt = await loop.run_in_executor(models.executor, CallStt, resources)
+        vad_settings = self._profile.stages.vad.settings if self._profile.stages else {}
+        vad = TwoStageVad(
+            models.silero,
+            mode=int(vad_settings.get("mode", 3)),
+            threshold=float(vad_settings.get("threshold", 0.5)),
+        )
+
+        # The worker counts its frames from 0; audio fed before it existed
+        # (while models loaded) still counts on the call's audio clock.
+        offset = self._fed_ms
+
+        def post(event: WorkerEvent) -> None:
+            loop.call_soon_threadsafe(self._on_worker, _shifted(event, offset))
+
+        self._worker = SpeechWorker(
+            vad,
+            stt,
+            post,
+            lambda now_ms: self.agent_state(now_ms + offset),
+            TurnDetector(self._turn_config),
+            BargeInPolicy(self._bargein_config),
+            name=f"speech-{call.call_id}",
+        )
+        self._worker.start()
+        self._tools = ToolRunner(models.orders, self._emit, self._on_tool_done)
+        spec = self._profile.flow
+        wanted = spec.fields if spec is not None else ()
+        fields = {f: call.parameters.get(f, "") for f in wanted}
+        if "caller_number" in wanted:
+            fields["caller_number"] = call.parameters.get("caller_number") or call.from_number
+        self._flow = self._profile.new_flow(fields)
+        self._speaker = asyncio.create_task(self._speak_loop())
+        self._act(self._flow.start())
+
+    def feed(self, chunk: Pcm) -> None:
+        if chunk.rate != self.input_rate:
+            raise ValueError(f"pipeline engine takes {self.input_rate} Hz audio, got {chunk.rate}")
+        if self._worker is None or self._closed:
+            self._fed_ms += 1000.0 * len(chunk.samples) / self.input_rate
+            return
+        if self._worker.error is not None:
+            if not self._ended:
+                self._ended = True
+                log.error("speech worker failed", exc_info=self._worker.error)
+                self._emit(EndCall("engine failure: speech worker"))
+            return
+        self._worker.feed(chunk.samples)
+        self._fed_ms += 1000.0 * len(chunk.samples) / self.input_rate
+        if self._fed_ms >= self._next_idle_check:
+            self._next_idle_check = self._fed_ms + _IDLE_CHECK_MS
+            self._idle_tick()
+
+    def dtmf(self, digit: str) -> None:
+        if self._flow is None or self._ended:
+            return
+        self._last_input_ms = self._fed_ms
+        actions = self._flow.on_dtmf(digit)
+        if actions:
+            self._interrupt_current()
+            self._act(actions)
+
+    def played(self, progress: PlaybackProgress) -> None:
+        if progress.complete:
+            self._segments = [s for s in self._segments if s.turn_id != progress.turn_id]
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._speaker is not None:
+            self._speaker.cancel()
+            await asyncio.gather(self._speaker, return_exceptions=True)
+        if self._tools is not None:
+            await self._tools.close()
+        if self._worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._worker.stop)
+        self._events.put_nowait(None)
+
+    # ---- agent speech state (read by the worker thread) ----------------------
+
+    def agent_state(self, now_ms: float) -> tuple[bool, bool]:
+        """(speaking, interruptible) at `now_ms` on the audio clock, as estimated
+        from the segments sent; read by the worker thread."""
+        for seg in list(self._segments):
+            if seg.start_ms <= now_ms < seg.end_ms:
+                return True, seg.interruptible
+        return False, False
+
+    def _speaking_turn(self) -> str | None:
+        now = self._fed_ms
+        live = [s for s in self._segments if s.end_ms > now]
+        return live[0].turn_id if live else None
+
+    def _playout_end_ms(self) -> float:
+        return max((s.end_ms for s in self._segments), default=0.0)
+
+    # ---- worker results ----------------------------------------------------
+
+    def _on_worker(self, event: WorkerEvent) -> None:
+        if self._closed:
+            return
+        if isinstance(event, SpeechStarted):
+            self._caller_talking = True
+            self._overlapped = self.agent_state(event.start_ms)[0]
+            self._last_input_ms = self._fed_ms
+        elif isinstance(event, Partial):
+            self._last_input_ms = self._fed_ms
+            self._emit(UserTranscript(event.text, final=False))
+        elif isinstance(event, BargeIn):
+            if event.decision is Decision.INTERRUPT:
+                self._interrupt_current()
+                self._emit(Metric("barge_in_at_ms", event.at_ms))
+            elif event.decision is Decision.RESUME:
+                self._resume_speech()
+        else:
+            self._on_final(event)
+
+    def _on_final(self, final: Final) -> None:
+        self._caller_talking = False
+        self._last_input_ms = self._fed_ms
+        text = final.text.strip()
+        if not text:
+            if final.resume:
+                self._resume_speech()
+            return
+        self._emit(UserTranscript(text, final=True, start_ms=final.start_ms, end_ms=final.end_ms))
+        turn_id = f"a{self._turn_seq + 1}"  # the reply turn these figures lead to
+        self._emit(Metric("stt_ms", final.stt_ms, turn_id))
+        self._emit(Metric("endpoint_ms", final.hangover_ms, turn_id))
+        overlapped, self._overlapped = self._overlapped, False
+        if final.resume or (overlapped and is_backchannel(text)):
+            self._resume_speech()
+            return  # a backchannel over the agent: not an answer
+        if self._flow is None or self._ended:
+            return
+        self._resume = []
+        t0 = time.perf_counter()
+        actions = self._flow.on_user_text(text, True)
+        self._emit(Metric("brain_ms", 1000.0 * (time.perf_counter() - t0), turn_id))
+        self._last_final = final
+        if actions:
+            self._interrupt_current()
+        self._act(actions)
+
+    # ---- flow actions --------------------------------------------------------
+
+    def _act(self, actions: Sequence[Action]) -> None:
+        says: list[tuple[str, bool]] = []
+        for action in actions:
+            if isinstance(action, Say):
+                says += [(s, action.interruptible) for s in split_sentences(action.text)]
+                continue
+            if says:
+                self._queue_speech(says)
+                says = []
+            if isinstance(action, ListenFor):
+                search = Search.DIGITS if action.kind == "digits" else Search.DOMAIN
+                if self._worker is not None:
+                    self._worker.use_search(search)
+            elif isinstance(action, ToolRequest):
+                if self._tools is not None:
+                    self._tools.run(action)
+            elif isinstance(action, FlowTransfer):
+                self._ended = True
+                self._out.put_nowait(_Control(Transfer(action.target)))
+                self._out.put_nowait(_Control(EndCall("transfer")))
+            elif isinstance(action, Hangup):
+                self._ended = True
+                self._out.put_nowait(_Control(EndCall(action.reason)))
+        if says:
+            self._queue_speech(says)
+
+    def _queue_speech(self, sentences: list[tuple[str, bool]]) -> None:
+        first, interruptible = sentences[0]
+        sentences = [(c, interruptible) for c in split_first_clause(first)] + sentences[1:]
+        self._turn_seq += 1
+        turn_id = f"a{self._turn_seq}"
+        self._turns[turn_id] = _TurnState(sentences)
+        self._out.put_nowait(_Speech(turn_id, sentences))
+
+    def _on_tool_done(self, request_id: str, outcome: ToolOutcome) -> None:
+        if self._flow is None or self._closed:
+            return
+        self._act(self._flow.tool_result(request_id, outcome.status, outcome.data))
+
+    # ---- barge-in ------------------------------------------------------------
+
+    def _interrupt_current(self) -> None:
+        """Stop the interruptible speech that is playing or queued."""
+        turn_id = self._speaking_turn()
+        if turn_id is None:
+            # Nothing audible: drop queued, not yet played interruptible speech only.
+            for tid, state in self._turns.items():
+                if not state.segments and all(i for _, i in state.sentences):
+                    state.cancelled = True
+            return
+        state = self._turns[turn_id]
+        now = self._fed_ms
+        playing = [s for s in self._segments if s.turn_id == turn_id and s.end_ms > now]
+        if any(not s.interruptible for s in playing):
+            return  # disclosures play to the end
+        first = playing[0].index if playing else len(state.sentences)
+        self._resume = state.sentences[first:]
+        state.cancelled = True
+        self._segments = [s for s in self._segments if s.turn_id != turn_id]
+        self._speech_end_ms = max([now, *(s.end_ms for s in self._segments)])
+        self._emit(Interrupt(turn_id))
+
+    def _resume_speech(self) -> None:
+        if self._resume and not self._ended:
+            sentences, self._resume = self._resume, []
+            self._queue_speech(sentences)
+
+    # ---- the speaker task --------------------------------------------------
+
+    async def _speak_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        models = self._models_ready
+        assert models is not None  # set in start() before this task exists
+        while True:
+            item = await self._out.get()
+            if isinstance(item, _Control):
+                self._emit(item.event)
+                continue
+            state = self._turns[item.turn_id]
+            said: list[str] = []
+            for index, (sentence, interruptible) in enumerate(item.sentences):
+                if state.cancelled:
+                    break
+                t0 = time.perf_counter()
+                pcm = await loop.run_in_executor(
+                    models.executor, models.tts.prompt_8k, sentence
+                )
+                if state.cancelled:
+                    break
+                if index == 0:
+                    self._first_audio_metrics(item.turn_id, 1000.0 * (time.perf_counter() - t0))
+                start = max(self._fed_ms, self._playout_end_ms())
+                seg = _Segment(item.turn_id, start, start + 1000.0 * len(pcm) / pcm.rate,
+                               interruptible, index)  # fmt: skip
+                state.segments.append(seg)
+                self._segments.append(seg)
+                self._speech_end_ms = max(self._speech_end_ms, seg.end_ms)
+                said.append(sentence)
+                self._emit(AgentTextDelta(item.turn_id, (" " if index else "") + sentence))
+                self._emit(AgentAudio(item.turn_id, pcm, segment_end=True,
+                                      interruptible=interruptible))  # fmt: skip
+            if said:
+                self._emit(AgentTurnDone(item.turn_id, " ".join(said)))
+
+    def _first_audio_metrics(self, turn_id: str, tts_ms: float) -> None:
+        self._emit(Metric("tts_ms", tts_ms, turn_id))
+        final, self._last_final = self._last_final, None
+        if final is not None:
+            waited = 1000.0 * (time.perf_counter() - final.decided_at)
+            self._emit(Metric("eos_to_audio_ms", final.hangover_ms + waited, turn_id))
+
+    # ---- idle ----------------------------------------------------------------
+
+    def _idle_tick(self) -> None:
+        flow = self._flow
+        if flow is None or self._ended or flow.state is not FlowState.LISTENING:
+            return
+        if self._caller_talking or not self._out.empty() or self._speaking_turn() is not None:
+            return
+        since = max(self._last_input_ms, self._speech_end_ms)
+        silence_s = max(0.0, self._fed_ms - since) / 1000.0
+        actions = flow.on_silence(silence_s)
+        if actions:
+            self._act(actions)
+
+    def _emit(self, event: EngineEvent) -> None:
+        if not self._closed or isinstance(event, EndCall):
+            self._events.put_nowait(event)

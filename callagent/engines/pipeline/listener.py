@@ -1,0 +1,188 @@
+"""The per-call speech worker: VAD, STT, end of turn and barge-in, off the event loop.
+
+One small thread per call. `feed()` (called on the event loop) only puts the
+frame on a queue; the thread runs TwoStageVad (~1 ms per frame while the gate
+is open), pocketsphinx (`process_raw` ~1 ms per 20 ms, `end_utt` ~2 ms with
+fwdflat off) and the pure turn and barge-in policies, and hands its results
+back with `post` (e.g. `loop.call_soon_threadsafe`). pocketsphinx holds the
+GIL inside its native calls, so every native call is kept to one 20 ms chunk:
+the loop then waits at most a couple of milliseconds for the GIL.
+
+STT only runs inside a turn: a 300 ms pre-roll of 16 kHz audio is kept and fed
+first when the VAD opens, so word onsets are not lost and idle lines cost only
+the VAD's cheap first stage.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from callagent.engines.pipeline.bargein import BargeInPolicy, Decision
+from callagent.engines.pipeline.turns import Completeness, TurnDetector, TurnEnded, TurnStarted
+from callagent.engines.pipeline.stt import CallStt
+from callagent.speech.stt_pocketsphinx import CHUNK_SAMPLES, Search
+from callagent.speech.vad import FRAME_SAMPLES, TwoStageVad
+
+__all__ = ["AgentState", "BargeIn", "Final", "Partial", "SpeechStarted", "SpeechWorker"]
+
+_PREROLL_CHUNKS = 15  # 300 ms of 16 kHz audio
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    start_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    text: str
+    start_ms: float
+    end_ms: float
+    stt_ms: float  # end_utt
+    rule: Completeness
+    hangover_ms: float  # silence waited after the end of speech
+    decided_at: float  # perf_counter when the turn end was decided
+    resume: bool  # the barge-in policy says this utterance was no interruption
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    decision: Decision
+    at_ms: float
+
+
+WorkerEvent = SpeechStarted | Partial | Final | BargeIn
+# (agent speaking, interruptible) at a time on the audio clock
+AgentState = Callable[[float], tuple[bool, bool]]
+
+
+class SpeechWorker:
+    def __init__(
+        self,
+        vad: TwoStageVad,
+        stt: CallStt,
+        post: Callable[[WorkerEvent], None],
+        agent_state: AgentState,
+        turns: TurnDetector,
+        bargein: BargeInPolicy,
+        *,
+        name: str = "speech-worker",
+    ) -> None:
+        self._vad = vad
+        self._stt = stt
+        self._post = post
+        self._agent_state = agent_state
+        self._turns = turns
+        self._bargein = bargein
+        self._queue: queue.SimpleQueue[npt.NDArray[np.int16] | Callable[[], None] | None] = (
+            queue.SimpleQueue()
+        )
+        self._up = soxr.ResampleStream(8_000, 16_000, 1, dtype="int16", quality="QQ")
+        self._pending8 = np.zeros(0, dtype=np.int16)
+        self._pending16 = np.zeros(0, dtype=np.int16)
+        self._preroll: collections.deque[npt.NDArray[np.int16]] = collections.deque(
+            maxlen=_PREROLL_CHUNKS
+        )
+        self._partial = ""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.busy_s = 0.0  # CPU-side time spent on frames (for metrics)
+        self.frames = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def feed(self, samples: npt.NDArray[np.int16]) -> None:
+        """Never blocks: the frame is queued for the thread."""
+        self._queue.put(samples)
+
+    def use_search(self, search: Search) -> None:
+        self._queue.put(lambda: self._stt.use_search(search))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Blocking: call from a thread or executor, not the loop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    # -- the thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                if callable(item):
+                    item()
+                    continue
+                t0 = time.perf_counter()
+                self._pending8 = np.concatenate((self._pending8, item))
+                while len(self._pending8) >= FRAME_SAMPLES:
+                    frame = self._pending8[:FRAME_SAMPLES]
+                    self._pending8 = self._pending8[FRAME_SAMPLES:]
+                    self._frame(frame)
+                self.busy_s += time.perf_counter() - t0
+        except BaseException as exc:  # surfaced by the engine, never lost
+            self.error = exc
+        finally:
+            self._vad.close()
+
+    def _frame(self, frame: npt.NDArray[np.int16]) -> None:
+        self.frames += 1
+        vad = self._vad.process(frame)
+        up: npt.NDArray[np.int16] = self._up.resample_chunk(frame)
+        self._pending16 = np.concatenate((self._pending16, up))
+        chunks: list[npt.NDArray[np.int16]] = []
+        while len(self._pending16) >= CHUNK_SAMPLES:
+            chunks.append(self._pending16[:CHUNK_SAMPLES].copy())
+            self._pending16 = self._pending16[CHUNK_SAMPLES:]
+        event = self._turns.frame(vad.is_speech, self._partial)
+        now = self._turns.now_ms
+        if isinstance(event, TurnStarted):
+            self._partial = ""
+            self._post(SpeechStarted(event.start_ms))
+            chunks = [*self._preroll, *chunks]
+            self._preroll.clear()
+        if self._turns.in_turn or isinstance(event, TurnEnded):
+            for chunk in chunks:
+                hyp = self._stt.process(chunk)
+                if hyp is not None and hyp.text != self._partial:
+                    self._partial = hyp.text
+                    self._post(Partial(hyp.text))
+        else:
+            self._preroll.extend(chunks)
+        speaking, interruptible = self._agent_state(now)
+        decision = self._bargein.frame(
+            speech=vad.is_speech,
+            agent_speaking=speaking,
+            interruptible=interruptible,
+            partial=self._partial,
+        )
+        if decision is not Decision.NONE:
+            self._post(BargeIn(decision, now))
+        if isinstance(event, TurnEnded):
+            self._end_turn(event, now)
+
+    def _end_turn(self, event: TurnEnded, now: float) -> None:
+        decided = time.perf_counter()
+        t0 = time.perf_counter()
+        final = self._stt.end_utterance()
+        stt_ms = 1000.0 * (time.perf_counter() - t0)
+        self._partial = ""
+        text = "" if event.noise else final.text
+        resume = self._bargein.turn_ended(text) is Decision.RESUME
+        self._post(
+            Final(text, event.start_ms, event.end_ms, stt_ms, event.rule, now - event.end_ms,
+                  decided, resume)
+        )  # fmt: skip

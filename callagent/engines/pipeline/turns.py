@@ -1,0 +1,152 @@
+"""End-of-turn detection: pure, frame by frame, on the audio clock.
+
+Input per 20 ms frame: is it speech (the VAD's decision) and the streaming
+partial transcript so far. Output: `TurnStarted` when an utterance begins,
+`TurnEnded` when the caller has finished it.
+
+The silence hangover before a turn ends depends on how the partial ends:
+- complete-looking text: `hangover_ms` (default 240 ms);
+- a trailing conjunction, preposition, article, possessive or filler
+  ("and", "to", "the", "my", "um"): `incomplete_ms`;
+- digits being spelled out ("four five ..."), or a carrier phrase before a
+  number ("my order number is"): `digits_ms`, since callers pause between
+  digit groups.
+A turn that never brought a single frame of confirmed speech longer than
+`min_speech_ms` is dropped as noise (`TurnEnded.noise`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "Completeness",
+    "TurnConfig",
+    "TurnDetector",
+    "TurnEnded",
+    "TurnStarted",
+    "completeness",
+]
+
+FRAME_MS = 20
+
+_CONJUNCTIONS = frozenset(
+    "and or but so because then if that which who when while than".split()
+)
+_FUNCTION = frozenset(
+    "to of for from with at in on by about into the a an my your our their his her its "
+    "is are was were be am it's i'm i'd i i'll we you".split()
+)
+_FILLERS = frozenset("um umm uh uhm er erm ah hmm mm like well".split())
+_DIGITS = frozenset("zero oh one two three four five six seven eight nine".split())
+
+
+class Completeness(enum.Enum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"  # ends on a conjunction, function word or filler
+    DIGITS = "digits"  # a number is being spelled out or announced
+
+
+def completeness(partial: str) -> Completeness:
+    """How finished the caller's words look (empty text counts as complete)."""
+    words = [w.strip(".,?!").lower() for w in partial.split()]
+    words = [w for w in words if w]
+    if not words:
+        return Completeness.COMPLETE
+    last = words[-1]
+    announced = last == "number" or (last == "is" and "number" in words[-3:-1])
+    if last in _DIGITS or last.isdigit() or announced:
+        return Completeness.DIGITS
+    if last in _CONJUNCTIONS or last in _FUNCTION or last in _FILLERS:
+        return Completeness.INCOMPLETE
+    return Completeness.COMPLETE
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfig:
+    hangover_ms: int = 240
+    incomplete_ms: int = 900
+    digits_ms: int = 1200
+    min_speech_ms: int = 80  # shorter bursts are noise
+    max_turn_ms: int = 30_000  # a turn is cut here even if speech continues
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hangover_ms <= self.incomplete_ms and self.hangover_ms <= self.digits_ms:
+            raise ValueError("need 0 < hangover_ms <= incomplete_ms, digits_ms")
+
+    def silence_needed_ms(self, partial: str) -> int:
+        kind = completeness(partial)
+        if kind is Completeness.DIGITS:
+            return self.digits_ms
+        if kind is Completeness.INCOMPLETE:
+            return self.incomplete_ms
+        return self.hangover_ms
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    start_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    start_ms: float
+    end_ms: float  # end of the last speech frame
+    rule: Completeness  # which hangover fired
+    noise: bool = False  # too little speech to be a turn
+
+
+TurnEvent = TurnStarted | TurnEnded
+
+
+class TurnDetector:
+    """Streaming end-of-turn detector for one call. Time is the frame count."""
+
+    def __init__(self, config: TurnConfig = TurnConfig()) -> None:
+        self.config = config
+        self._now = 0.0  # ms at the end of the last frame
+        self._start: float | None = None
+        self._last_speech_end = 0.0
+        self._speech_ms = 0.0
+
+    @property
+    def in_turn(self) -> bool:
+        return self._start is not None
+
+    @property
+    def now_ms(self) -> float:
+        return self._now
+
+    def frame(self, speech: bool, partial: str = "") -> TurnEvent | None:
+        start_of_frame = self._now
+        self._now += FRAME_MS
+        if self._start is None:
+            if not speech:
+                return None
+            self._start = start_of_frame
+            self._last_speech_end = self._now
+            self._speech_ms = FRAME_MS
+            return TurnStarted(start_of_frame)
+        if speech:
+            self._last_speech_end = self._now
+            self._speech_ms += FRAME_MS
+            if self._now - self._start >= self.config.max_turn_ms:
+                return self._end(Completeness.COMPLETE)
+            return None
+        silence = self._now - self._last_speech_end
+        if silence >= self.config.silence_needed_ms(partial):
+            return self._end(completeness(partial))
+        return None
+
+    def _end(self, rule: Completeness) -> TurnEnded:
+        assert self._start is not None
+        ended = TurnEnded(
+            self._start,
+            self._last_speech_end,
+            rule,
+            noise=self._speech_ms < self.config.min_speech_ms,
+        )
+        self._start = None
+        self._speech_ms = 0.0
+        return ended

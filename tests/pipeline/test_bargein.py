@@ -1,0 +1,96 @@
+"""Barge-in policy on hand-built frame sequences (20 ms frames)."""
+
+from __future__ import annotations
+
+import pytest
+
+from callagent.engines.pipeline.bargein import BargeInConfig, BargeInPolicy, Decision, is_backchannel
+
+Frame = tuple[bool, bool, bool, str]  # speech, agent speaking, interruptible, partial
+
+
+def run(policy: BargeInPolicy, frames: list[Frame]) -> list[tuple[int, Decision]]:
+    out: list[tuple[int, Decision]] = []
+    for i, (speech, agent, interruptible, partial) in enumerate(frames):
+        d = policy.frame(speech=speech, agent_speaking=agent, interruptible=interruptible,
+                         partial=partial)  # fmt: skip
+        if d is not Decision.NONE:
+            out.append((i, d))
+    return out
+
+
+def over_agent(ms: int, partial: str = "", speech: bool = True, interruptible: bool = True) -> list[Frame]:
+    return [(speech, True, interruptible, partial)] * (ms // 20)
+
+
+def test_caller_speech_over_the_agent_interrupts_within_250_ms_of_onset() -> None:
+    events = run(BargeInPolicy(), over_agent(100, speech=False) + over_agent(600, "i need"))
+    (i, d), = events
+    assert d is Decision.INTERRUPT
+    assert (i + 1) * 20 - 100 <= 250
+
+
+def test_short_noise_does_not_interrupt() -> None:
+    frames = over_agent(120) + over_agent(400, speech=False)
+    assert run(BargeInPolicy(), frames) == []
+
+
+@pytest.mark.parametrize("word", ["uh-huh", "yeah", "okay", "mm-hm", "right"])
+def test_backchannels_do_not_interrupt(word: str) -> None:
+    frames = over_agent(60) + over_agent(400, word) + over_agent(300, word, speech=False)
+    policy = BargeInPolicy()
+    assert run(policy, frames) == []
+    assert policy.turn_ended(word) is Decision.NONE
+
+
+def test_backchannel_then_real_words_interrupt() -> None:
+    frames = over_agent(300, "okay") + over_agent(100, "okay but")
+    assert [d for _, d in run(BargeInPolicy(), frames)] == [Decision.INTERRUPT]
+
+
+def test_stop_word_interrupts_at_once() -> None:
+    events = run(BargeInPolicy(), over_agent(60, "stop"))
+    assert events == [(0, Decision.INTERRUPT)]
+
+
+def test_non_interruptible_segments_play_to_the_end() -> None:
+    frames = over_agent(1500, "can i speak to a human", interruptible=False)
+    assert run(BargeInPolicy(), frames) == []
+
+
+def test_speech_while_the_agent_is_silent_is_no_barge_in() -> None:
+    frames: list[Frame] = [(True, False, False, "hello there")] * 50
+    assert run(BargeInPolicy(), frames) == []
+
+
+def test_interruption_without_words_resumes_after_about_a_second() -> None:
+    # 300 ms of wordless sound (a cough) over the agent, then quiet.
+    frames = over_agent(300) + [(False, False, False, "")] * 60
+    events = run(BargeInPolicy(), frames)
+    assert [d for _, d in events] == [Decision.INTERRUPT, Decision.RESUME]
+    resume_at = (events[1][0] + 1) * 20
+    assert 900 <= resume_at <= 1100
+
+
+def test_interruption_that_brings_words_is_not_resumed() -> None:
+    policy = BargeInPolicy()
+    frames = over_agent(300) + [(True, False, False, "change the address")] * 60
+    assert [d for _, d in run(policy, frames)] == [Decision.INTERRUPT]
+    assert policy.turn_ended("change the address") is Decision.NONE
+
+
+def test_interruption_ending_in_a_backchannel_resumes_at_turn_end() -> None:
+    policy = BargeInPolicy()
+    assert [d for _, d in run(policy, over_agent(300))] == [Decision.INTERRUPT]
+    assert policy.interrupted
+    assert policy.turn_ended("yeah") is Decision.RESUME
+
+
+def test_is_backchannel() -> None:
+    assert is_backchannel("Uh-huh.") and is_backchannel("yeah okay")
+    assert not is_backchannel("") and not is_backchannel("yeah but wait")
+
+
+def test_onset_budget_is_enforced() -> None:
+    with pytest.raises(ValueError):
+        BargeInConfig(onset_ms=400)
