@@ -14,11 +14,14 @@ server it measures) and prints:
   (frames arriving more than 20 ms after the audio ahead of them had played,
   inside one run of agent speech: a gap the caller hears);
 - how late the client processes' event loops ran, so that a late frame can be
-  blamed on the server or on the simulator.
+  blamed on the server or on the simulator, and how busy the rest of the
+  machine was (other processes' CPU, CPU pressure from /proc/pressure/cpu).
 
 The callers say a speech WAV (looped, with pauses, to S seconds) so the
 fixture engine greets, replies, and gets barged in on; ``--silence`` sends
-silence instead (the greeting is then the only agent audio).
+silence instead (the greeting is then the only agent audio). Call starts are
+spread at random over ``--stagger`` seconds; the client processes run at nice
+10 so that on a small machine the simulator yields the CPU to the server.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import multiprocessing
 import os
 import platform
+import random
 import resource
 import shutil
 import signal
@@ -48,6 +53,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import sqlalchemy as sa
+import websockets
 
 import callagent.sim.caller as caller_module
 from callagent.audio.pcm import Pcm, Samples
@@ -71,18 +77,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # ---- the server process under test -------------------------------------------
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
+def proc_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def proc_memory_mb(pid: int, key: str) -> float:
-    """A memory figure of /proc/<pid>/status (VmHWM: peak RSS, VmRSS: now), in MB."""
+def proc_status_number(pid: int, key: str) -> int:
+    """A figure of /proc/<pid>/status (VmHWM: peak RSS in kB, nonvoluntary_ctxt_switches, ...)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024.0
+            return int(line.split()[1])
     raise KeyError(f"{key} not in /proc/{pid}/status")
 
 
@@ -90,6 +96,14 @@ def machine_busy_seconds() -> float:
     """CPU-seconds all processes on the machine have used since boot (/proc/stat)."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return (sum(ticks[:8]) - ticks[3] - ticks[4]) / CLK_TCK  # all but idle and iowait
+
+
+def cpu_pressure_s() -> float:
+    """Seconds in which some runnable task waited for a CPU, machine-wide (PSI)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return int(some.rsplit("total=", 1)[1]) / 1e6
+    return math.nan
 
 
 def free_port() -> int:
@@ -114,15 +128,20 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def cpu_seconds(self) -> float:
-        return proc_cpu_seconds(self.pid)
+        return sum(proc_cpu_seconds(self.pid))
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @contextlib.contextmanager
-def serve(workdir: Path, db_url: str | None, port: int | None = None) -> Iterator[Server]:
-    """``callagent serve`` in its own process, on a migrated database; stopped on exit."""
+def serve(
+    workdir: Path, db_url: str | None, port: int | None = None, cprofile: Path | None = None
+) -> Iterator[Server]:
+    """``callagent serve`` in its own process, on a migrated database; stopped on exit.
+
+    With ``cprofile`` the server runs under cProfile and writes its profile there on exit.
+    """
     port = port or free_port()
     url = db_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     env = {
@@ -131,17 +150,20 @@ def serve(workdir: Path, db_url: str | None, port: int | None = None) -> Iterato
         "CALLAGENT_DATABASE_URL": url,
         "CALLAGENT_RECORDER_JOURNAL_DIR": str(workdir / "journal"),
         "CALLAGENT_SERVER_PUBLIC_ORIGIN": f"http://127.0.0.1:{port}",
+        # The media path is measured with the prepared-audio engine, whatever the default.
+        "CALLAGENT_AGENT_DEFAULT_PROFILE": "fixture",
     }
     python = [sys.executable, "-m", "callagent"]
     upgrade = subprocess.run(
-        [*python, "db", "upgrade", "--url", url], cwd=PROJECT_ROOT, env=env, capture_output=True
+        [*python, "db", "upgrade", "--url", url], check=False, cwd=PROJECT_ROOT, env=env, capture_output=True
     )
     if upgrade.returncode:
         raise RuntimeError(f"callagent db upgrade failed:\n{upgrade.stderr.decode(errors='replace')}")
     log = workdir / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*python, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            [sys.executable, *(["-m", "cProfile", "-o", str(cprofile)] if cprofile else []),
+             "-m", "callagent", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
             cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     server = Server(process, port, url, log)
@@ -156,6 +178,22 @@ def serve(workdir: Path, db_url: str | None, port: int | None = None) -> Iterato
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def settle(server: Server, timeout_s: float = 180.0) -> float:
+    """Wait until start-up work (models loading in the background...) is over.
+
+    Settled means under 2 % of a CPU over one second; returns the seconds waited.
+    """
+    started = time.monotonic()
+    before = server.cpu_seconds()
+    while time.monotonic() - started < timeout_s:
+        time.sleep(1.0)
+        now = server.cpu_seconds()
+        if now - before < 0.02:
+            break
+        before = now
+    return time.monotonic() - started
 
 
 def _wait_ready(server: Server, timeout_s: float = 30.0) -> None:
@@ -180,7 +218,7 @@ def caller_audio(speech: Pcm | None, seconds: float) -> Pcm:
     barges in on the greeting, lets one reply play out, cuts the next one
     short, and so on: greeting, full replies and barge-ins in every call.
     """
-    total = int(round(seconds * RATE))
+    total = round(seconds * RATE)
     if speech is None:
         return Pcm(np.zeros(total, np.int16), RATE)
     samples = speech.samples
@@ -242,6 +280,8 @@ class ClientSpec:
     wav: str | None
     seconds: float
     calls: list[tuple[int, float]]  # (call number, start offset in s)
+    deflate: bool = True
+    nice: int = 0
 
 
 @dataclass
@@ -267,8 +307,12 @@ class ClientReport:
 
 def _client_main(conn: Connection, spec: ClientSpec) -> None:
     """A client process: reports ready, waits for the start time, runs its calls."""
-    # run_simulated_call builds its playout from this module global.
-    setattr(caller_module, "CallerPlayout", ArrivalPlayout)
+    os.nice(spec.nice)  # the simulator must not take the CPU from the server it measures
+    # run_simulated_call builds its playout from this module global. (setattr:
+    # mypy refuses assignments to a class name.)
+    setattr(caller_module, "CallerPlayout", ArrivalPlayout)  # noqa: B010
+    if not spec.deflate:  # offer no permessage-deflate: neither side then compresses
+        setattr(websockets, "connect", functools.partial(websockets.connect, compression=None))  # noqa: B010
     audio = caller_audio(read_wav(spec.wav) if spec.wav else None, spec.seconds)
     conn.send("ready")
     start_at = float(conn.recv())
@@ -308,7 +352,7 @@ async def _run_client(spec: ClientSpec, audio: Pcm, start_at: float) -> ClientRe
         )
         try:
             result = await run_simulated_call(call)
-        except Exception as exc:  # a failed call is a figure, not the end of the run
+        except Exception as exc:  # noqa: BLE001 - a failed call is a figure, not the end of the run
             return CallOutcome(number, "", False, f"{type(exc).__name__}: {exc}", 0, 0, 0.0, 0)
         playout = result.playout
         assert isinstance(playout, ArrivalPlayout)
@@ -331,15 +375,21 @@ def _own_cpu_seconds() -> float:
 
 
 def run_clients(base_url: str, wav: Path | None, calls: int, seconds: float, clients: int,
-                stagger_s: float, on_start: Callable[[], None] = lambda: None) -> list[ClientReport]:
-    """N calls from ``clients`` processes, call k starting at k * stagger / N."""
+                stagger_s: float, deflate: bool = True, nice: int = 0,
+                on_start: Callable[[], None] = lambda: None) -> list[ClientReport]:
+    """N calls from ``clients`` processes, starting at random moments in the first ``stagger_s``.
+
+    Random (seeded) rather than evenly spaced: N calls k * stagger / N apart
+    would send their frames in lockstep whenever stagger / N divides 20 ms.
+    """
+    offsets = sorted(random.Random(20).uniform(0.0, stagger_s) for _ in range(calls))
     ctx = multiprocessing.get_context("spawn")
-    procs: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+    procs: list[tuple[multiprocessing.context.SpawnProcess, Connection]] = []
     try:
         for c in range(clients):
-            mine = [(n, n * stagger_s / calls) for n in range(c, calls, clients)]
+            mine = [(n, offsets[n]) for n in range(c, calls, clients)]
             parent, child = ctx.Pipe()
-            spec = ClientSpec(base_url, str(wav) if wav else None, seconds, mine)
+            spec = ClientSpec(base_url, str(wav) if wav else None, seconds, mine, deflate, nice)
             proc = ctx.Process(target=_client_main, args=(child, spec), daemon=True)
             proc.start()
             child.close()
@@ -399,10 +449,12 @@ class MediaResult:
     clients: int
     audio: str
     database: str
+    deflate: bool
     completed: int
     recorded: int  # calls whose metrics the server wrote
     window_s: float
     server_cpu_s: float
+    server_system_cpu_s: float  # of which in the kernel
     idle_window_s: float
     idle_cpu_s: float  # measured over idle_window_s with no calls
     cpu_per_call_s_raw: float
@@ -418,6 +470,8 @@ class MediaResult:
     client_loop_late_wakeups: int
     client_cpu_s: float
     others_cpu_s: float  # everything else on the machine in the window: noise
+    cpu_pressure_pct: float  # share of the window some runnable task waited for a CPU
+    server_preempted: int  # the server main thread's involuntary context switches
     frames_out_server: int
     frames_out_client: int
     frames_in_server: int
@@ -425,6 +479,12 @@ class MediaResult:
     cores: int
     machine: str
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_us_per_message(self) -> float:
+        messages = self.frames_in_server + self.frames_out_server
+        net_cpu_s = max(0.0, self.server_cpu_s - self.idle_cpu_in_window_s)
+        return 1e6 * net_cpu_s / messages if messages else 0.0
 
     @property
     def idle_cpu_in_window_s(self) -> float:
@@ -444,8 +504,9 @@ def machine() -> str:
 def run(args: argparse.Namespace) -> MediaResult:
     clients = args.clients or max(1, math.ceil(args.calls / 100))
     wav = None if args.silence else Path(args.wav)
+    cprofile = Path(args.profile).resolve() if args.profile and args.profile.endswith(".prof") else None
     with tempfile.TemporaryDirectory(prefix="callagent-bench-") as tmp, serve(
-        Path(tmp), args.database_url, args.port
+        Path(tmp), args.database_url, args.port, cprofile
     ) as server:
         _say(f"server pid {server.pid} on {server.base_url} ({server.log}); warm-up call {args.warmup:g} s")
         if args.warmup > 0:  # first-call imports and caches are not the media path
@@ -454,37 +515,44 @@ def run(args: argparse.Namespace) -> MediaResult:
                 audio=caller_audio(read_wav(wav) if wav else None, args.warmup),
                 lead_s=0.0, tail_s=0.0,
             )))
+        _say(f"settled after {settle(server):.0f} s")
         idle_s = args.idle_seconds if args.idle_seconds is not None else args.seconds
         _say(f"idle baseline {idle_s:g} s")
         cpu, t = server.cpu_seconds(), time.monotonic()
         time.sleep(idle_s)
         idle_cpu, idle_window = server.cpu_seconds() - cpu, time.monotonic() - t
-        idle_rss = proc_memory_mb(server.pid, "VmRSS")
+        idle_rss = proc_status_number(server.pid, "VmRSS") / 1024.0
 
         mark: dict[str, float] = {}
         profiler: list[subprocess.Popen[bytes]] = []
 
         def start_window() -> None:
-            if args.profile:
+            if args.profile and not cprofile:
                 profiler.append(_start_profiler(server.pid, Path(args.profile)))
-            mark["cpu"], mark["t"] = server.cpu_seconds(), time.monotonic()
-            mark["busy"] = machine_busy_seconds()
+            mark["user"], mark["system"] = proc_cpu_seconds(server.pid)
+            mark["cpu"], mark["t"] = mark["user"] + mark["system"], time.monotonic()
+            mark["busy"], mark["psi"] = machine_busy_seconds(), cpu_pressure_s()
+            mark["preempted"] = proc_status_number(server.pid, "nonvoluntary_ctxt_switches")
 
         _say(f"{args.calls} calls x {args.seconds:g} s from {clients} client process(es)")
         reports = run_clients(server.base_url, wav, args.calls, args.seconds, clients,
-                              args.stagger, start_window)
+                              args.stagger, not args.no_deflate,
+                              args.client_nice, start_window)
         outcomes = [o for r in reports for o in r.calls]
         ids = [o.call_id for o in outcomes if o.call_id]
         metrics = server_call_metrics(server.db_url, ids)
-        cpu_s, window_s = server.cpu_seconds() - mark["cpu"], time.monotonic() - mark["t"]
+        user, system = proc_cpu_seconds(server.pid)
+        cpu_s, window_s = user + system - mark["cpu"], time.monotonic() - mark["t"]
         busy_s = machine_busy_seconds() - mark["busy"]
-        peak_rss = proc_memory_mb(server.pid, "VmHWM")
+        pressure_s = cpu_pressure_s() - mark["psi"]
+        preempted = proc_status_number(server.pid, "nonvoluntary_ctxt_switches") - mark["preempted"]
+        peak_rss = proc_status_number(server.pid, "VmHWM") / 1024.0
         for p in profiler:
             p.send_signal(signal.SIGINT)
             p.wait(timeout=60)
 
     completed = sum(o.completed for o in outcomes)
-    call_seconds = max(1, completed) * args.seconds
+    call_seconds = args.calls * args.seconds  # the calls asked for, failed ones included
     idle_in_window = idle_cpu / idle_window * window_s
 
     def total(name: str) -> float:
@@ -494,9 +562,10 @@ def run(args: argparse.Namespace) -> MediaResult:
     errors += [f"call {c}: the server recorded no metrics" for c in ids if "late_frames" not in metrics.get(c, {})]
     return MediaResult(
         calls=args.calls, seconds=args.seconds, clients=clients,
-        audio=wav.name if wav else "silence", database=sa.make_url(server.db_url).get_backend_name(),
+        audio=wav.name if wav else "silence", deflate=not args.no_deflate, database=sa.make_url(server.db_url).get_backend_name(),
         completed=completed, recorded=sum("late_frames" in metrics.get(c, {}) for c in ids),
-        window_s=window_s, server_cpu_s=cpu_s, idle_window_s=idle_window, idle_cpu_s=idle_cpu,
+        window_s=window_s, server_cpu_s=cpu_s, server_system_cpu_s=system - mark["system"],
+        idle_window_s=idle_window, idle_cpu_s=idle_cpu,
         cpu_per_call_s_raw=cpu_s / call_seconds,
         cpu_per_call_s_net=max(0.0, cpu_s - idle_in_window) / call_seconds,
         idle_rss_mb=idle_rss, peak_rss_mb=peak_rss,
@@ -509,6 +578,7 @@ def run(args: argparse.Namespace) -> MediaResult:
         client_loop_late_wakeups=sum(r.loop_lag_late for r in reports),
         client_cpu_s=sum(r.cpu_s for r in reports),
         others_cpu_s=max(0.0, busy_s - cpu_s - sum(r.cpu_s for r in reports)),
+        cpu_pressure_pct=100.0 * pressure_s / window_s, server_preempted=int(preempted),
         frames_out_server=int(total("frames_out")), frames_out_client=sum(o.frames for o in outcomes),
         frames_in_server=int(total("frames_in")), clears=sum(o.clears for o in outcomes),
         cores=len(os.sched_getaffinity(0)), machine=machine(), errors=errors,
@@ -536,29 +606,33 @@ def render(r: MediaResult) -> str:
         ("calls completed / recorded by server", f"{r.completed} / {r.recorded} of {r.calls}"),
         ("seconds per call", f"{r.seconds:g}"),
         ("measured window s", f"{r.window_s:.1f}"),
-        ("server CPU s", f"{r.server_cpu_s:.2f}"),
-        ("server CPU s idle, same window", f"{r.idle_cpu_in_window_s:.2f}  "
-         f"({r.idle_cpu_s:.2f} s over {r.idle_window_s:.0f} s with no calls)"),
+        ("server CPU s", f"{r.server_cpu_s:.2f}  (of which system {r.server_system_cpu_s:.2f})"),
+        ("server CPU s idle, same window", (f"{r.idle_cpu_in_window_s:.2f}  "
+         f"({r.idle_cpu_s:.2f} s over {r.idle_window_s:.0f} s with no calls)")),
         ("CPU s per call-second, raw", f"{r.cpu_per_call_s_raw:.5f}"),
-        ("CPU s per call-second, minus idle", f"{r.cpu_per_call_s_net:.5f}  "
-         f"(target <= {CPU_TARGET}: {verdict(r.cpu_per_call_s_net <= CPU_TARGET)})"),
+        ("CPU s per call-second, minus idle", (f"{r.cpu_per_call_s_net:.5f}  "
+         f"(target <= {CPU_TARGET}: {verdict(r.cpu_per_call_s_net <= CPU_TARGET)})")),
+        ("CPU us per media frame, minus idle", f"{r.cpu_us_per_message:.0f}  (per frame in or out)"),
         ("server peak RSS MB", f"{r.peak_rss_mb:.1f}  (idle before calls {r.idle_rss_mb:.1f})"),
-        ("late frames, server pacer", f"{r.server_late_frames}  (max late {r.server_max_late_ms:.1f} ms; "
-         f"target 0: {verdict(r.server_late_frames == 0)})"),
+        ("late frames, server pacer", (f"{r.server_late_frames}  (max late {r.server_max_late_ms:.1f} ms; "
+         f"target 0: {verdict(r.server_late_frames == 0)})")),
         ("late frames, caller playout", f"{r.client_late_frames}  (max {r.client_max_late_ms:.1f} ms)"),
-        ("client loop lag max ms, streaming", f"{r.client_loop_lag_max_ms:.1f}  "
-         f"({r.client_loop_late_wakeups} wake-ups > {LATE_MS:g} ms late; client CPU {r.client_cpu_s:.1f} s)"),
+        ("client loop lag max ms, streaming", (f"{r.client_loop_lag_max_ms:.1f}  "
+         f"({r.client_loop_late_wakeups} wake-ups > {LATE_MS:g} ms late; client CPU {r.client_cpu_s:.1f} s)")),
         ("client loop lag max ms, ramp-up", f"{r.client_ramp_lag_max_ms:.1f}"),
         ("outbound frames, server / callers", f"{r.frames_out_server} / {r.frames_out_client}"),
         ("inbound frames, server", f"{r.frames_in_server}"),
         ("barge-ins (clears)", f"{r.clears}"),
-        ("other processes' CPU s in window", f"{r.others_cpu_s:.1f}  (machine noise; "
-         f"{r.cores} cores x {r.window_s:.0f} s = {r.cores * r.window_s:.0f} CPU s available)"),
+        ("other processes' CPU s in window", (f"{r.others_cpu_s:.1f}  (machine noise; "
+         f"{r.cores} cores x {r.window_s:.0f} s = {r.cores * r.window_s:.0f} CPU s available)")),
+        ("CPU pressure, some waiting %", (f"{r.cpu_pressure_pct:.0f}  "
+         f"(server main thread preempted {r.server_preempted} times)")),
     ]
     head = (
         f"media benchmark: {r.calls} calls x {r.seconds:g} s on one server process, "
         f"{r.clients} client process{'es' if r.clients > 1 else ''}\n"
-        f"caller audio: {r.audio}; database: {r.database}; machine: {r.cores} cores, {r.machine}\n"
+        f"caller audio: {r.audio}; permessage-deflate: {'on' if r.deflate else 'off'}; "
+        f"database: {r.database}; machine: {r.cores} cores, {r.machine}\n"
     )
     width = max(len(k) for k, _ in rows)
     body = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -576,12 +650,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stagger", type=float, default=1.0, help="spread call starts over this many s")
     p.add_argument("--wav", default=str(DEFAULT_WAV), help="what the callers say, looped")
     p.add_argument("--silence", action="store_true", help="callers send silence instead")
+    p.add_argument("--client-nice", type=int, default=10,
+                   help="niceness of the client processes, so they yield the CPU to the server (default 10)")
+    p.add_argument("--no-deflate", action="store_true",
+                   help="callers offer no permessage-deflate (the simulator offers it by default)")
     p.add_argument("--idle-seconds", type=float, help="idle baseline window (default: --seconds)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of one unmeasured call first")
     p.add_argument("--database-url", help="run against this database (default: SQLite in a temp dir)")
     p.add_argument("--port", type=int, help="server port (default: a free one)")
-    p.add_argument("--profile", help="py-spy the server during the calls into this file "
-                                     "(.svg flamegraph, .txt collapsed stacks, else speedscope)")
+    p.add_argument("--profile", help="profile the server into this file: *.prof runs it under cProfile "
+                                     "(all its life; CPU figures then include cProfile's overhead), "
+                                     "otherwise py-spy records the calls (.svg flamegraph, "
+                                     ".txt collapsed stacks, else speedscope)")
     p.add_argument("--json", help="also write the figures here as JSON")
     return p
 
