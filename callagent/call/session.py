@@ -464,14 +464,20 @@ class CallSession:
                 else:
                     await self._send(self.protocol.mark(item.name))
             wake_at = self.pacer.next_due_at(self._clock())
-            timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
             self._wake.clear()
             if self._urgent:
                 continue
+            # One timer handle per wait (no wait_for task): the pump wakes when
+            # the next frame is due or when new audio or a clear arrives.
+            timer = None
+            if wake_at is not None:
+                delay = max(0.0, wake_at - self._clock())
+                timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     # ---- end -------------------------------------------------------------------
 

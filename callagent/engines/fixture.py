@@ -122,7 +122,7 @@ class FixtureEngine:
         self._events.put_nowait(AgentTurnDone(turn_id, reply.text))
 
     def _frame(self, frame: np.ndarray) -> None:
-        rms = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2)))
+        rms = float(np.sqrt(np.dot(frame, frame.astype(np.float64)) / len(frame)))
         now = self._fed_ms
         self._fed_ms += 20.0
         if rms >= self._script.speech_rms:

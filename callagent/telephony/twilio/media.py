@@ -47,8 +47,13 @@ async def media_endpoint(ws: WebSocket) -> None:
     session = CallSession(services, protocol, ws.send_text)
 
     async def read() -> None:
+        received = 0
         while True:
             message = await ws.receive()
+            received += 1
+            if received % 8 == 0:
+                # A burst of buffered messages must not starve other calls' pumps.
+                await asyncio.sleep(0)
             if message["type"] == "websocket.disconnect":
                 session.finish("media stream disconnected before stop")
                 return
