@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from concurrent.futures import Future
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from callagent.agents.flow import (
@@ -50,7 +50,12 @@ from callagent.engines.base import (
     Transfer,
     UserTranscript,
 )
-from callagent.engines.pipeline.bargein import BargeInConfig, BargeInPolicy, Decision, is_backchannel
+from callagent.engines.pipeline.bargein import (
+    BargeInConfig,
+    BargeInPolicy,
+    Decision,
+    is_backchannel,
+)
 from callagent.engines.pipeline.listener import (
     BargeIn,
     Final,
@@ -63,8 +68,7 @@ from callagent.engines.pipeline.models import PipelineModels
 from callagent.engines.pipeline.sentences import split_first_clause, split_sentences
 from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
 from callagent.engines.pipeline.turns import TurnConfig, TurnDetector
-from callagent.engines.pipeline.stt import CallStt
-from callagent.speech.stt_pocketsphinx import Search
+from callagent.speech.stt_pocketsphinx import PocketsphinxStt, Search
 from callagent.speech.vad import TwoStageVad
 
 __all__ = ["PipelineEngine"]
@@ -168,7 +172,7 @@ class PipelineEngine:
         resources = models.resources.get(self._profile.name)
         if resources is None:
             raise ValueError(f"no STT resources loaded for profile {self._profile.name!r}")
-        stt = await loop.run_in_executor(models.executor, CallStt, resources)
+        stt = await loop.run_in_executor(models.executor, PocketsphinxStt, resources)
         vad_settings = self._profile.stages.vad.settings if self._profile.stages else {}
         vad = TwoStageVad(
             models.silero,

@@ -27,9 +27,13 @@ import numpy.typing as npt
 import soxr
 
 from callagent.engines.pipeline.bargein import BargeInPolicy, Decision
-from callagent.engines.pipeline.turns import Completeness, TurnDetector, TurnEnded, TurnStarted
-from callagent.engines.pipeline.stt import CallStt
-from callagent.speech.stt_pocketsphinx import CHUNK_SAMPLES, Search
+from callagent.engines.pipeline.turns import (
+    Completeness,
+    TurnDetector,
+    TurnEnded,
+    TurnStarted,
+)
+from callagent.speech.stt_pocketsphinx import CHUNK_SAMPLES, PocketsphinxStt, Search
 from callagent.speech.vad import FRAME_SAMPLES, TwoStageVad
 
 __all__ = ["AgentState", "BargeIn", "Final", "Partial", "SpeechStarted", "SpeechWorker"]
@@ -74,7 +78,7 @@ class SpeechWorker:
     def __init__(
         self,
         vad: TwoStageVad,
-        stt: CallStt,
+        stt: PocketsphinxStt,
         post: Callable[[WorkerEvent], None],
         agent_state: AgentState,
         turns: TurnDetector,
