@@ -185,7 +185,6 @@ class CallSession:
             parameters=dict(params),
         )
         services.live_calls.add(call_id)
-        services.metrics.add("callagent_live_calls_gauge", 1)
         now = services.now()
         services.recorder.submit(CallStreamStarted(call_id, event.stream_sid, now))
         services.recorder.submit(
@@ -515,6 +514,4 @@ class CallSession:
         services.recorder.submit(
             AuditRecord("call.ended", "system", now, call_id, {"reason": self.end_reason or reason})
         )
-        if self.call is not None:
-            services.live_calls.discard(call_id)
-            services.metrics.add("callagent_live_calls_gauge", -1)
+        services.live_calls.discard(call_id)

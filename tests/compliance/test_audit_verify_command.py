@@ -11,7 +11,6 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -28,23 +27,12 @@ from callagent.compliance.audit import (
 )
 from callagent.compliance.checkpoint import sign
 from tests.conftest import pg_conninfo
+from tests.store.test_audit import Row
 
 T0 = datetime(2026, 5, 4, 9, 0, 0, tzinfo=timezone.utc)
 KEY = "test-checkpoint-key-0123456789abcdef"
 OTHER_KEY = "another-checkpoint-key-0123456789abcdef"
 COLUMNS = ("seq", "at", "actor", "action", "call_id", "details", "prev_hash", "hash")
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    seq: int
-    at: datetime
-    actor: str
-    action: str
-    call_id: str | None
-    details: str
-    prev_hash: str
-    hash: str
 
 
 def build_chain(n: int, *, first: int = 1, prev: str = GENESIS, tag: str = "") -> list[Row]:
