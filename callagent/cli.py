@@ -153,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dtmf", help="keys to press after the lead")
     sim.add_argument("--out", help="write caller (left) and heard (right) audio here")
     sim.set_defaults(func=cmd_simulate)
+
+    # Each layer adds its own commands (one module per layer, no shared edits here).
+    from callagent.campaigns import commands as campaign_commands
+    from callagent.compliance import commands as compliance_commands
+    from callagent.console import commands as console_commands
+
+    for register in (campaign_commands.register, compliance_commands.register,
+                     console_commands.register):  # fmt: skip
+        register(sub)
     return parser
 
 

@@ -1,0 +1,10 @@
+"""The `callagent` campaign commands (create, import, start, pause, status)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    """Add this layer's subcommands to the `callagent` parser."""
