@@ -239,14 +239,14 @@ async def _stream(
     try:
         if len(said):
             timeline.append(TimelineEntry(call.lead_s, "caller audio", f"{len(said) / RATE:.2f}s sent in all"))
+        said_ulaw = pcm_to_ulaw(said)  # once: mu-law is sample-wise, slicing it is exact
         for i in range(0, len(said), FRAME):
             target = i / RATE
             delay = target - now()
             if delay > 0:
-                try:
-                    await asyncio.wait_for(closed.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                # A plain sleep (a hang-up is noticed within one frame): a
+                # wait_for task per frame would cost as much CPU as the server.
+                await asyncio.sleep(delay)
             if closed.is_set():
                 result.server_closed = True
                 timeline.append(TimelineEntry(now(), "server hung up"))
@@ -260,8 +260,7 @@ async def _stream(
                     await ws.send(peer.dtmf(digit))
                 timeline.append(TimelineEntry(t, "dtmf", call.dtmf))
                 dtmf_at = None
-            frame = said[i : i + FRAME]
-            await ws.send(peer.media(pcm_to_ulaw(frame), timestamp_ms=int(1000 * target)))
+            await ws.send(peer.media(said_ulaw[i : i + FRAME], timestamp_ms=int(1000 * target)))
         else:
             timeline.append(TimelineEntry(now(), "caller done", "sending stop"))
             await ws.send(peer.stop())
