@@ -12,14 +12,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 
+from callagent.call import whisper
 from callagent.call.recorder import Recorder
 from callagent.compliance.checkpointer import Checkpointer
 from callagent.compliance.redact import RedactionPolicy
 from callagent.config import Settings
+from callagent.console import api as console_api
+from callagent.console import pages as console_pages
+from callagent.console.runtime import ConsoleRuntime
 from callagent.engines.base import CallContext, Engine
 from callagent.engines.fixture import FixtureEngine, FixtureScript
+from callagent.realtime_server.endpoint import realtime_endpoint
 from callagent.services import Services
 from callagent.store.db import create_engine_for, make_sessionmaker
 from callagent.telephony.twilio import webhooks
@@ -46,6 +51,7 @@ def default_engines(settings: Settings) -> Callable[[CallContext], Engine]:
     from callagent.agents.profile import load_profiles
     from callagent.engines.pipeline.engine import PipelineEngine
     from callagent.engines.pipeline.models import PipelineModels, shared_models
+    from callagent.engines.pipeline.stages import uses_llm
 
     script = FixtureScript.packaged()
     profiles = load_profiles(_agents_dir())
@@ -66,8 +72,18 @@ def default_engines(settings: Settings) -> Callable[[CallContext], Engine]:
         profile = profiles.get(call.agent) or default
         if profile is None:
             return FixtureEngine(script)
-        engine = profile.pick_route(call.call_id).engine
-        if engine == "pipeline" and profile.flow is not None:
+        route = profile.pick_route(call.call_id)
+        engine = route.engine
+        if engine == "duplex":
+            from callagent.engines.duplex.factory import build_duplex
+
+            duplex = build_duplex(profile, route.backend, settings, models)
+            if duplex is not None:
+                return duplex
+            log.warning("call %s: duplex backend %r is not available; using the pipeline",
+                        call.call_id, route.backend or profile.duplex)  # fmt: skip
+            engine = "pipeline"
+        if engine == "pipeline" and (profile.flow is not None or uses_llm(profile)):
             return PipelineEngine(profile, models())
         if engine != "fixture":
             log.warning("call %s: engine %r is not available; using the fixture engine",
@@ -126,9 +142,8 @@ def create_app(settings: Settings, engines: EngineFactoryBuilder = default_engin
         warn_if_unverified(settings)
         db = create_engine_for(settings)
         sessions = make_sessionmaker(db)
-        recorder = Recorder(
-            sessions, settings.recorder, checkpointer=audit_checkpointer(settings, sessions)
-        )
+        checkpointer = audit_checkpointer(settings, sessions)
+        recorder = Recorder(sessions, settings.recorder, checkpointer=checkpointer)
         recorder.start()
         app.state.services = Services(
             settings=settings,
@@ -140,18 +155,29 @@ def create_app(settings: Settings, engines: EngineFactoryBuilder = default_engin
                 phone=settings.redaction.phone,
             ),
         )
+        services = app.state.services
+        app.state.console = console = ConsoleRuntime.build(
+            settings, sessions, now=services.now, live_calls=lambda: len(services.live_calls),
+            checkpointer=checkpointer,
+        )
+        console.start()
         try:
             yield
         finally:
+            await console.close()
             await recorder.close()
             await db.dispose()
 
     return Starlette(
         routes=[
             *webhooks.routes(),
+            *whisper.routes(),
             WebSocketRoute("/twilio/media", media_endpoint),
+            WebSocketRoute("/v1/realtime", realtime_endpoint(settings)),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+            Mount("/console", routes=console_pages.routes()),
+            Mount("/api", routes=console_api.routes()),
         ],
         lifespan=lifespan,
     )

@@ -94,13 +94,17 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 def cmd_dialer(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from callagent.campaigns.dialer import run_dialer
+    from callagent.campaigns.dialer import AnotherDialer, run_dialer
 
     settings = _settings()
     if args.worker_id:
         settings = dataclasses.replace(
             settings, dialer=dataclasses.replace(settings.dialer, worker_id=args.worker_id))
-    asyncio.run(run_dialer(settings, until_idle=args.until_idle))
+    try:
+        asyncio.run(run_dialer(settings, until_idle=args.until_idle))
+    except AnotherDialer as exc:
+        print(f"callagent dialer: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

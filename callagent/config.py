@@ -109,6 +109,96 @@ class DialerSettings:
     lease_s: float = 60.0
     batch_size: int = 10
     rest_timeout_s: float = 10.0
+    # Twilio creates in flight at once per dialer; at shutdown the ones not yet sent are
+    # withdrawn, not sent.
+    parallel_creates: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    # Operator console and JSON API (callagent.console).
+    # A browser session lasts this long after login (60 s - 7 days).
+    session_ttl_s: int = 8 * 3600
+    # Failed logins allowed per username (and 4x per client address) per window.
+    login_max_failures: int = 5
+    login_window_s: int = 900
+    # Calls per page of the call list (10-500).
+    page_size: int = 50
+    # API tokens expire after this many days (0: never).
+    api_token_ttl_days: int = 90
+    # Signs session cookies (CALLAGENT_CONSOLE_SECRET_KEY, at least 32 characters).
+    # Unset on a loopback host: an ephemeral key (sessions end at restart) and a warning.
+    secret_key: str = field(default="", metadata={"secret": True})
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeSettings:
+    # The OpenAI-compatible endpoint /v1/realtime (callagent.realtime_server).
+    enabled: bool = True
+    # The agent profile served when the client names none (?model=<profile>).
+    default_profile: str = "customer_service"
+    # Bearer token clients must present (CALLAGENT_REALTIME_API_TOKEN). Unset: the
+    # endpoint refuses every connection.
+    api_token: str = field(default="", metadata={"secret": True})
+
+
+@dataclass(frozen=True, slots=True)
+class ProvidersSettings:
+    # Duplex backends (callagent.engines.duplex). Keys only from the environment:
+    # CALLAGENT_PROVIDERS_OPENAI_API_KEY, CALLAGENT_PROVIDERS_GEMINI_API_KEY.
+    openai_base_url: str = "wss://api.openai.com/v1"
+    openai_model: str = "gpt-realtime"
+    openai_voice: str = "marin"
+    openai_turn_detection: str = "server_vad"  # or semantic_vad
+    openai_vad_threshold: float = 0.5
+    openai_silence_ms: int = 500
+    openai_eagerness: str = "auto"  # semantic_vad only
+    # false for vendors without conversation.item.truncate (xAI Grok Voice).
+    openai_truncate: bool = True
+    openai_api_key: str = field(default="", metadata={"secret": True})
+    gemini_base_url: str = "wss://generativelanguage.googleapis.com"
+    gemini_model: str = "models/gemini-live-2.5-flash-preview"
+    gemini_api_key: str = field(default="", metadata={"secret": True})
+    # Said while a tool runs longer than holding_after_ms.
+    holding_phrase: str = "One moment while I check that."
+    holding_after_ms: int = 700
+    # If a duplex backend fails mid-call: continue on the modular pipeline.
+    fallback_to_pipeline: bool = True
+    fallback_apology: str = "Sorry, I had a problem on my side. Let's carry on."
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    # Two-channel WAV per call (caller left, agent right, on the call clock), kept
+    # only when the consent policy allows it (callagent.compliance.consent).
+    enabled: bool = True
+    directory: str = "var/recordings"
+    # Audio chunks waiting for the writer thread; beyond this, audio is dropped
+    # (and counted), never waited for.
+    queue_chunks: int = 2000
+    # Consent rule for a number whose US state is unknown: "all-party" or "one-party".
+    unknown_policy: str = "all-party"
+    # Caller phrases (comma-separated) that refuse recording for the rest of the call.
+    refusal_phrases: str = "don't record,do not record,stop recording,no recording"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    # Days each kind of data is kept after the call (callagent retention run); 0: forever.
+    recordings_days: int = 30
+    transcripts_days: int = 90
+    tool_payloads_days: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class SecureCaptureSettings:
+    # Card entry by keypad: the caller presses start_key, then the digits, then end_key.
+    # Only a masked form is kept; recording and the engine's audio pause meanwhile.
+    # start_key = "": off.
+    start_key: str = "*"
+    end_key: str = "#"
+    max_digits: int = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +212,12 @@ class Settings:
     redaction: RedactionSettings = field(default_factory=RedactionSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     dialer: DialerSettings = field(default_factory=DialerSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    providers: ProvidersSettings = field(default_factory=ProvidersSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    secure_capture: SecureCaptureSettings = field(default_factory=SecureCaptureSettings)
 
     @property
     def media_stream_url(self) -> str:
@@ -228,6 +324,34 @@ def load_settings(
     return settings
 
 
+def _validate_compliance(s: Settings) -> None:
+    r = s.recording
+    if r.unknown_policy not in ("all-party", "one-party"):
+        raise ConfigError(
+            f"recording.unknown_policy: expected all-party or one-party, got {r.unknown_policy!r}"
+        )
+    if not 10 <= r.queue_chunks <= 100_000:
+        raise ConfigError(f"recording.queue_chunks: expected 10-100000, got {r.queue_chunks}")
+    if r.enabled and not r.directory.strip():
+        raise ConfigError("recording.directory: required while recording.enabled is true")
+    for name in ("recordings_days", "transcripts_days", "tool_payloads_days"):
+        days = getattr(s.retention, name)
+        if not 0 <= days <= 36500:
+            raise ConfigError(f"retention.{name}: expected 0-36500 days (0: keep), got {days}")
+    sc = s.secure_capture
+    keys = "0123456789*#ABCD"
+    for name in ("start_key", "end_key"):
+        key = getattr(sc, name)
+        if key and (len(key) != 1 or key not in keys):
+            raise ConfigError(f"secure_capture.{name}: expected one DTMF key or \"\", got {key!r}")
+    if sc.start_key and sc.start_key == sc.end_key:
+        raise ConfigError("secure_capture.end_key: must differ from secure_capture.start_key")
+    if sc.start_key and sc.start_key.isdigit():
+        raise ConfigError("secure_capture.start_key: a digit would be part of the number; use * or #")
+    if not 4 <= sc.max_digits <= 32:
+        raise ConfigError(f"secure_capture.max_digits: expected 4-32, got {sc.max_digits}")
+
+
 def validate(s: Settings, *, for_service: bool = True) -> None:
     origin = urlsplit(s.server.public_origin)
     if origin.scheme not in {"http", "https"} or not origin.netloc or origin.path not in {"", "/"}:
@@ -261,6 +385,10 @@ def validate(s: Settings, *, for_service: bool = True) -> None:
         )
     if not 0 < s.dialer.poll_interval_s <= 60 or not 1 <= s.dialer.batch_size <= 1000:
         raise ConfigError("dialer.poll_interval_s: expected 0-60 s; dialer.batch_size: 1-1000")
+    if not 1 <= s.dialer.parallel_creates <= 32:
+        raise ConfigError(
+            f"dialer.parallel_creates: expected 1-32, got {s.dialer.parallel_creates}"
+        )
     if not 0 < 2 * s.dialer.rest_timeout_s < s.dialer.lease_s:
         raise ConfigError(
             f"dialer.lease_s ({s.dialer.lease_s}) must exceed twice dialer.rest_timeout_s "
@@ -270,6 +398,27 @@ def validate(s: Settings, *, for_service: bool = True) -> None:
         raise ConfigError(
             f"database.url: expected a sqlite or postgresql URL, got {s.database.url!r}"
         )
+    c = s.console
+    if not 60 <= c.session_ttl_s <= 7 * 86400:
+        raise ConfigError(f"console.session_ttl_s: expected 60-604800 seconds, got {c.session_ttl_s}")
+    if not 1 <= c.login_max_failures <= 1000 or not 1 <= c.login_window_s <= 86400:
+        raise ConfigError(
+            "console.login_max_failures: expected 1-1000; console.login_window_s: 1-86400 s; "
+            f"got {c.login_max_failures} and {c.login_window_s}"
+        )
+    if not 10 <= c.page_size <= 500:
+        raise ConfigError(f"console.page_size: expected 10-500, got {c.page_size}")
+    if not 0 <= c.api_token_ttl_days <= 3650:
+        raise ConfigError(
+            f"console.api_token_ttl_days: expected 0-3650 (0: never), got {c.api_token_ttl_days}"
+        )
+    if c.secret_key and len(c.secret_key) < 32:
+        raise ConfigError(
+            "console.secret_key: expected at least 32 characters (e.g. the output of "
+            "`openssl rand -hex 32`) in CALLAGENT_CONSOLE_SECRET_KEY"
+        )
+    _validate_providers(s.providers)
+    _validate_compliance(s)
     if not for_service:
         return
     if s.twilio.verify_signatures and not s.twilio.auth_token:
@@ -283,3 +432,30 @@ def validate(s: Settings, *, for_service: bool = True) -> None:
             "twilio.verify_signatures: may be false only while server.host is a loopback "
             f"address (local development); server.host is {s.server.host!r}"
         )
+    if not s.console.secret_key and s.server.host not in _LOOPBACK_HOSTS:
+        raise ConfigError(
+            "console.secret_key: required when server.host is not a loopback address; set "
+            "CALLAGENT_CONSOLE_SECRET_KEY (at least 32 characters) in the environment"
+        )
+
+
+def _validate_providers(p: ProvidersSettings) -> None:
+    for key in ("openai_base_url", "gemini_base_url"):
+        url = urlsplit(getattr(p, key))
+        if url.scheme not in {"ws", "wss", "http", "https"} or not url.netloc:
+            raise ConfigError(f"providers.{key}: expected a ws(s):// or http(s):// URL, got "
+                              f"{getattr(p, key)!r}")
+    if p.openai_turn_detection not in {"server_vad", "semantic_vad"}:
+        raise ConfigError("providers.openai_turn_detection: expected server_vad or semantic_vad, "
+                          f"got {p.openai_turn_detection!r}")
+    if p.openai_eagerness not in {"low", "medium", "high", "auto"}:
+        raise ConfigError("providers.openai_eagerness: expected low, medium, high or auto, got "
+                          f"{p.openai_eagerness!r}")
+    if not 0.0 <= p.openai_vad_threshold <= 1.0:
+        raise ConfigError(f"providers.openai_vad_threshold: expected 0-1, got {p.openai_vad_threshold}")
+    if not 100 <= p.openai_silence_ms <= 5000:
+        raise ConfigError(f"providers.openai_silence_ms: expected 100-5000, got {p.openai_silence_ms}")
+    if not 0 <= p.holding_after_ms <= 10000:
+        raise ConfigError(f"providers.holding_after_ms: expected 0-10000, got {p.holding_after_ms}")
+    if not 0 < p.connect_timeout_s <= 120:
+        raise ConfigError(f"providers.connect_timeout_s: expected 0-120 s, got {p.connect_timeout_s}")

@@ -17,6 +17,8 @@ worked examples. The schema, in short (defaults after "="):
     [stages.vad|stt|tts|brain] kind, <settings>        # see STAGE_SETTINGS
     [duplex] backend, <settings>
     [[tools]] name, description, [tools.parameters]    # JSON schema, type = "object"
+              [tools.http] url, method, headers, secret_headers = {Header = "ENV_VAR"},
+              timeout_s, retries, backoff_s              # an HTTP tool (else a built-in)
     [idle] prompt_after_s = 8, hangup_after_s = 20, prompt, goodbye
     [opt_out] keywords, phrases, key (DTMF), node = "opt_out"
     [handoff] keywords, phrases, key, target, node = "handoff"
@@ -54,6 +56,7 @@ from callagent.agents.flow import (
     check_flow,
     placeholders,
 )
+from callagent.tools.http import HttpToolConfig
 
 __all__ = [
     "DIRECTIONS",
@@ -77,14 +80,22 @@ DIRECTIONS: Final = ("inbound", "outbound", "any")
 STAGE_SETTINGS: Final[Mapping[str, Mapping[str, Mapping[str, type]]]] = {
     "vad": {
         "two_stage": {"mode": int, "threshold": float, "gate_hangover_ms": int,
-                      "end_silence_ms": int, "barge_in_ms": int},
+                      "end_silence_ms": int, "barge_in_ms": int, "echo_cancel": bool},
     },
-    "stt": {"pocketsphinx": {"fwdflat": bool, "cmn_init": str}},
-    "tts": {"piper": {"threads": int, "cache_size": int, "length_scale": float}},
+    # "openai" kinds speak the OpenAI-compatible HTTP APIs (OpenAI, vLLM,
+    # llama.cpp server, Ollama, ...); api_key_env names the environment
+    # variable holding the key (keys never come from a file).
+    "stt": {"pocketsphinx": {"fwdflat": bool, "cmn_init": str},
+            "openai": {"base_url": str, "model": str, "api_key_env": str, "language": str,
+                       "timeout_s": float}},
+    "tts": {"piper": {"threads": int, "cache_size": int, "length_scale": float},
+            "openai": {"base_url": str, "model": str, "voice": str, "api_key_env": str,
+                       "response_format": str, "timeout_s": float}},
     "brain": {
         "flow": {},
         "llm": {"provider": str, "model": str, "base_url": str,
-                "temperature": float, "max_tokens": int},
+                "temperature": float, "max_tokens": int, "api_key_env": str,
+                "timeout_s": float},
     },
     "duplex": {
         backend: {"model": str, "base_url": str, "temperature": float}
@@ -93,6 +104,7 @@ STAGE_SETTINGS: Final[Mapping[str, Mapping[str, Mapping[str, type]]]] = {
 }  # fmt: skip
 _DEFAULT_KINDS: Final = {"vad": "two_stage", "stt": "pocketsphinx", "tts": "piper", "brain": "flow"}
 _RANGES: Final = {"mode": (0, 3), "threshold": (0.0, 1.0), "temperature": (0.0, 2.0)}
+_CHOICES: Final = {"response_format": ("pcm", "wav")}
 _TOP_KEYS: Final = (
     "name", "engine", "description", "direction", "greeting", "ai_disclosure",
     "recording_disclosure", "voice", "prompt", "voicemail", "contact_fields", "routing",
@@ -150,6 +162,7 @@ class ToolSpec:
     name: str
     description: str
     parameters: Mapping[str, Any]  # a JSON schema of type "object"
+    http: HttpToolConfig | None = None  # [tools.http]: an HTTP tool; else a built-in
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +536,10 @@ def _stage(t: _Table, stage: str, default_kind: str) -> StageChoice:
         if numeric and (value < lo or (hi is not None and value > hi)):
             wanted = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
             raise t.error(name, f"expected {wanted}, got {value}")
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise t.error(name, f"expected one of {', '.join(_CHOICES[name])}; got {value!r}")
+        if name == "base_url" and not str(value).startswith(("http://", "https://")):
+            raise t.error(name, f"expected an http(s) URL, got {value!r}")
         settings[name] = value
     t.done()
     return StageChoice(kind, settings)
@@ -570,9 +587,39 @@ def _tools(t: _Table) -> tuple[ToolSpec, ...]:
         if params is None:
             raise tool.error("parameters", 'required (a JSON schema with type = "object")')
         schema = _schema(params, top=True)
+        http = _http_tool(tool)
         tool.done()
-        out.append(ToolSpec(name, description, schema))
+        out.append(ToolSpec(name, description, schema, http))
     return tuple(out)
+
+
+def _http_tool(tool: _Table) -> HttpToolConfig | None:
+    """``[tools.http]``: url, method, headers, secret_headers (header = ENV_VAR), timeout_s,
+    retries, backoff_s. Secret values come only from the environment."""
+    t = tool.table("http")
+    if t is None:
+        return None
+    maps: dict[str, dict[str, str]] = {}
+    for name in ("headers", "secret_headers"):
+        sub = t.table(name)
+        maps[name] = {h: sub.text(h) for h in list(sub.data)} if sub is not None else {}
+        if sub is not None:
+            sub.done()
+    for header, var in maps["secret_headers"].items():
+        if not re.match(r"^[A-Z_][A-Z0-9_]*$", var):
+            raise t.error(f"secret_headers.{header}",
+                          f"expected the name of an environment variable, got {var!r}")
+    d = HttpToolConfig("http://x")
+    url, method = t.text("url"), t.text("method", d.method)
+    timeout_s, retries = t.number("timeout_s", d.timeout_s), t.integer("retries", d.retries)
+    backoff_s = float(t.raw("backoff_s", (int, float), d.backoff_s))
+    t.done()
+    try:
+        return HttpToolConfig(url, method, maps["headers"], maps["secret_headers"], timeout_s,
+                              retries, backoff_s)  # fmt: skip
+    except ValueError as exc:
+        key, _, reason = str(exc).partition(": ")
+        raise t.error(key, reason) from None
 
 
 def _schema(t: _Table, top: bool = False) -> dict[str, Any]:

@@ -7,7 +7,8 @@ order holds). One writer task does all I/O:
 
 - It takes up to ``batch_size`` records (waiting at most ``flush_interval_ms``
   for a batch to fill) and writes them in one transaction
-  (``store.queries.apply_records``).
+  (``call.apply.apply_all``: ``store.queries.apply_records`` plus the
+  do-not-call and recording-link records).
 - Overflow: when the overflow list is non-empty, the writer spills everything
   queued (queue first, then overflow) to the journal in order and replays it
   from disk, so memory stays bounded by about one queue's worth of records.
@@ -54,10 +55,10 @@ from typing import IO, Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from callagent.call.apply import apply_all
 from callagent.call.records import AuditRecord, Record, record_from_json, record_to_json
 from callagent.compliance.checkpointer import AuditCheckpointer
 from callagent.config import RecorderSettings
-from callagent.store import queries
 
 __all__ = ["Recorder", "RecorderClosed", "is_unavailable"]
 
@@ -594,7 +595,7 @@ class Recorder:
     async def _transaction(self, records: Sequence[Record], keys: Sequence[str | None]) -> None:
         async with asyncio.timeout(self._write_timeout_s):
             async with self._sessions.begin() as session:
-                await queries.apply_records(session, records, keys=keys)
+                await apply_all(session, records, list(keys))
         self._batches += 1
         if self._checkpointer is not None and any(isinstance(r, AuditRecord) for r in records):
             try:

@@ -111,6 +111,26 @@ class AuditRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class DncAdded:
+    """A number goes on the internal do-not-call list (an opt-out during a call)."""
+
+    kind: ClassVar[str] = "dnc_added"
+    e164: str
+    at: datetime
+    call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSaved:
+    """The call's audio recording is complete: link the file to the call row."""
+
+    kind: ClassVar[str] = "recording_saved"
+    call_id: str
+    path: str
+    policy: str  # "one-party" | "all-party"
+
+
 Record = (
     CallOpened
     | CallStreamStarted
@@ -120,6 +140,8 @@ Record = (
     | ToolCallRecord
     | MetricRecord
     | AuditRecord
+    | DncAdded
+    | RecordingSaved
 )
 
 RECORD_TYPES: dict[str, type[Record]] = {
@@ -133,6 +155,8 @@ RECORD_TYPES: dict[str, type[Record]] = {
         ToolCallRecord,
         MetricRecord,
         AuditRecord,
+        DncAdded,
+        RecordingSaved,
     )
 }
 

@@ -5,6 +5,10 @@ Outbound: engine events -> resample to 8 kHz -> mu-law -> 20 ms frames -> pacer,
 with a mark after each agent speech segment; the playback tracker turns mark
 echoes into what the caller has heard. Records go to the recorder's queue:
 nothing on this path awaits the database or a model.
+
+Compliance (``call.guard.CallGuard``): disclosures proven by mark echoes,
+recording consent and the two-channel recording, secure keypad capture, the
+opt-out's do-not-call entry, and transfers over Twilio's REST API.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from callagent.audio.frames import FrameSplitter
 from callagent.audio.pacer import Frame, OutboundPacer
 from callagent.audio.pcm import Pcm
 from callagent.audio.resample import Resampler, make_resampler
+from callagent.call.guard import CallGuard
 from callagent.call.playback import PlaybackTracker
 from callagent.call.records import (
     AuditRecord,
@@ -98,6 +103,7 @@ class AgentTurn:
     latency_ms: float | None = None
     recorded: bool = False
     segments: int = 0
+    segment_text_from: int = 0  # where the text of the next segment starts in ``text``
     resampler: Resampler | None = None
     splitter: FrameSplitter = field(default_factory=FrameSplitter)
 
@@ -119,6 +125,8 @@ class CallSession:
         self.playback = PlaybackTracker()
         self.call: CallContext | None = None
         self.engine: Engine | None = None
+        self.guard: CallGuard | None = None
+        self._transfer: asyncio.Task[None] | None = None
         self.end_reason: str | None = None
         self.ended = asyncio.Event()
         self._t0: float | None = None
@@ -158,6 +166,8 @@ class CallSession:
         elif isinstance(event, MarkEchoed):
             self._on_mark(event.name)
         elif isinstance(event, Digit):
+            if self.guard is not None and self.guard.dtmf(event.digit):
+                return  # kept by secure capture: never reaches the engine
             if self.engine is not None:
                 self.engine.dtmf(event.digit)
         elif isinstance(event, Started):
@@ -190,6 +200,7 @@ class CallSession:
         services.recorder.submit(
             AuditRecord("call.answered", "system", now, call_id, {"stream_sid": event.stream_sid})
         )
+        self.guard = CallGuard(services, self.call, self.call_ms)
         self.engine = services.engines(self.call)
         self._inbound = make_resampler(RATE, self.engine.input_rate)
         self._tasks.append(asyncio.create_task(self._run_engine(self.engine, self.call)))
@@ -199,11 +210,18 @@ class CallSession:
         self.frames_in += 1
         if self.engine is None or self._inbound is None:
             return
-        samples = self._inbound.process(ulaw_to_pcm(ulaw))
+        pcm = ulaw_to_pcm(ulaw)
+        if self.guard is not None:
+            self.guard.caller_audio(pcm)
+            if self.guard.secure:
+                pcm = np.zeros_like(pcm)  # keyed or spoken card digits never reach the engine
+        samples = self._inbound.process(pcm)
         if len(samples):
             self.engine.feed(Pcm(samples, self.engine.input_rate))
 
     def _on_mark(self, name: str) -> None:
+        if self.guard is not None:
+            self.guard.mark_echoed(name)
         progress = self.playback.on_mark_echo(name)
         if progress is None:
             return
@@ -230,6 +248,8 @@ class CallSession:
 
     async def _run_engine(self, engine: Engine, call: CallContext) -> None:
         try:
+            if self.guard is not None:
+                await self.guard.load()
             await engine.start(call)
             async for event in engine.events():
                 self._on_engine_event(event)
@@ -256,21 +276,22 @@ class CallSession:
             if event.final:
                 self._record_caller_turn(event)
         elif isinstance(event, EndCall):
+            if event.reason == "opt_out" and self.guard is not None:
+                self.guard.record_opt_out("agent")  # on the list before the call ends
             self._tasks.append(asyncio.create_task(self._end_after_playback(event.reason)))
         elif isinstance(event, Metric):
             if self.call:
                 self.services.recorder.submit(MetricRecord(self.call.call_id, event.name, event.value))
         elif isinstance(event, ToolCallStarted):
             self._tool_started[event.tool_call_id] = (self.services.now(), event.arguments)
+            if event.name == "record_opt_out" and self.guard is not None:
+                self.guard.record_opt_out("agent")  # the tool's effect is the session's
         elif isinstance(event, ToolCallFinished):
             self._record_tool_call(event)
         elif isinstance(event, Transfer):
-            # The REST transfer itself comes with the tools work; the intent is audited now.
-            if self.call is not None:
-                self.services.recorder.submit(
-                    AuditRecord("call.transfer", "agent", self.services.now(), self.call.call_id,
-                                {"target": event.target, "warm": event.warm})
-                )
+            if self._transfer is None:
+                self._transfer = asyncio.create_task(self._transfer_after_playback(event))
+                self._tasks.append(self._transfer)
 
     def _turn(self, turn_id: str) -> AgentTurn:
         turn = self._turns.get(turn_id)
@@ -295,7 +316,12 @@ class CallSession:
             tail = turn.splitter.flush(pad=True)
             self._queue_frames(turn, [tail] if tail else [])
             turn.segments += 1
-            self._mark(turn, f"{turn.turn_id}:{turn.segments}")
+            name = f"{turn.turn_id}:{turn.segments}"
+            self._mark(turn, name)
+            if self.guard is not None:
+                self.guard.agent_segment(name, turn.text[turn.segment_text_from :],
+                                         event.interruptible)  # fmt: skip
+            turn.segment_text_from = len(turn.text)
 
     def _mark(self, turn: AgentTurn, name: str, final: bool = False) -> None:
         self.playback.register_mark(name, turn.turn_id, turn.sent_ms, final=final)
@@ -334,17 +360,34 @@ class CallSession:
             self.engine.played(PlaybackProgress(turn_id, turn.heard_ms, False))
         self._record_agent_turn(turn)
 
-    async def _end_after_playback(self, reason: str) -> None:
-        # Let the goodbye play: wait until every mark sent has come back.
+    async def _wait_playback(self) -> None:
         while not self.ended.is_set() and self.playback.outstanding_marks:
             await asyncio.sleep(0.05)
+
+    async def _end_after_playback(self, reason: str) -> None:
+        # Let the goodbye play: wait until every mark sent has come back.
+        await self._wait_playback()
+        if self._transfer is not None:
+            # Closing the stream first would run the <Hangup/> after <Connect>.
+            await asyncio.gather(self._transfer, return_exceptions=True)
         self.finish(reason)
+
+    async def _transfer_after_playback(self, event: Transfer) -> None:
+        await self._wait_playback()  # "let me transfer you" is heard in full
+        if self.guard is None:
+            return
+        try:
+            await self.guard.transfer(event.target, event.warm, "")
+        except Exception as exc:  # audited by the guard; the call still ends in order
+            log.warning("call %s: transfer failed: %s", self.call.call_id if self.call else "-", exc)
 
     # ---- records ---------------------------------------------------------------
 
     def _record_caller_turn(self, event: UserTranscript) -> None:
         if self.call is None:
             return
+        if self.guard is not None:
+            self.guard.caller_text(event.text)  # a refusal to be recorded (never stored)
         self._seq += 1
         self._last_caller_end_ms = event.end_ms
         self._held_caller_turns.append(
@@ -448,6 +491,8 @@ class CallSession:
                 response_latency_ms=turn.latency_ms,
             )
         )
+        if turn.latency_ms is not None:
+            self.services.metrics.observe("callagent_turn_latency_seconds", turn.latency_ms / 1000)
 
     # ---- outbound pump ---------------------------------------------------------
 
@@ -458,6 +503,8 @@ class CallSession:
             now = self._clock()
             for item in self.pacer.due(now):
                 if isinstance(item, Frame):
+                    if self.guard is not None and self._t0 is not None:
+                        self.guard.agent_ulaw(1000.0 * (item.plays_at - self._t0), item.ulaw)
                     await self._send(self.protocol.media(item.ulaw))
                     self.frames_out += 1
                 else:
@@ -497,6 +544,8 @@ class CallSession:
             if not turn.recorded and turn.segments:
                 self._record_agent_turn(turn)
         self._release_caller_turns(self._caller_redactor.flush())
+        if self.guard is not None:
+            self.guard.end()
         services = self.services
         call_id = self.call.call_id if self.call else self._refused_call_id
         if not call_id:
@@ -515,3 +564,8 @@ class CallSession:
             AuditRecord("call.ended", "system", now, call_id, {"reason": self.end_reason or reason})
         )
         services.live_calls.discard(call_id)
+        if self.guard is not None:
+            try:  # the recording's file work runs in a thread, after the call's close
+                await self.guard.close()
+            except Exception:
+                log.exception("call %s: finishing the recording failed", call_id)

@@ -35,17 +35,31 @@ for longer than ``2 * rest_timeout_s`` (SIGSTOP, swap; or a blocked stderr pipe,
 SDK's request logging once caused in tests: its logger is now ours, at WARNING) could
 still dial after its claim was reconciled. A matching call found later is then a second
 call for the attempt; the ``attempt`` query parameter of its ``Url`` names it.
+
+**Calls** ask for async AMD with ``MachineDetection=DetectMessageEnd`` whatever the voicemail
+policy (machine verdicts then come after the greeting; see ``voicemail.py``); the verdict goes
+to ``/twilio/amd`` with the campaign's policy and message in its signed query.
+
+**Shutdown** (SIGTERM/SIGINT sets ``stop``): the pass under way finishes, but nothing new is
+dialed: a contact not yet recorded as an attempt is left alone, and an attempt whose create
+has not been sent yet is withdrawn (``store.withdraw_attempt``; creates go out through at most
+``parallel_creates`` at a time, each checked against ``stop`` right before it is sent).
+Creates already sent are waited for and recorded. Then every claim of this worker without an
+open attempt is given back (``store.release_worker_claims``), so other dialers take those
+contacts at once instead of after the lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import os
 import signal
 import socket
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Final
@@ -55,14 +69,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callagent.campaigns import store
 from callagent.campaigns.eligibility import InMemoryDnc, check_eligibility
-from callagent.campaigns.settings import VoicemailPolicy
 from callagent.campaigns.store import ClaimedContact, LostClaim, StoredCampaign
+from callagent.campaigns.voicemail import AmdQuery, amd_callback_query
 from callagent.config import Settings
-from callagent.store.db import create_engine_for, make_sessionmaker
+from callagent.store.db import create_engine_for, make_sessionmaker, sqlite_path
 from callagent.store.models import CallAttempt
-from callagent.telephony.twilio.rest import TwilioRest, TwilioRestError, TwilioUnavailable
+from callagent.telephony.twilio.rest import (
+    DeadlinePassed,
+    TwilioRest,
+    TwilioRestError,
+    TwilioUnavailable,
+)
 
-__all__ = ["Dialer", "run_dialer", "worker_id"]
+__all__ = ["AnotherDialer", "Dialer", "run_dialer", "sqlite_single_dialer", "worker_id"]
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +110,19 @@ class Dialer:
     stale_after: timedelta = timedelta(minutes=15)
     # where Twilio posts the async AMD verdict (None: not requested; AnsweredBy then comes
     # with the status callbacks only)
-    amd_callback_path: str | None = None
+    amd_callback_path: str | None = "/twilio/amd"
+    # creates in flight at once (each checked against ``stop`` right before it is sent)
+    parallel_creates: int = 4
     clock: Callable[[], datetime] = _utc_now
 
     def __post_init__(self) -> None:
         if not 0 < 2 * self.rest_timeout_s < self.lease.total_seconds():
             raise ValueError("the lease must exceed twice the REST timeout")
+        if self.parallel_creates < 1:
+            raise ValueError("parallel_creates must be at least 1")
         self._next_sweep = datetime.min.replace(tzinfo=UTC)
+        self._stop = asyncio.Event()
+        self._creates = asyncio.Semaphore(self.parallel_creates)
 
     async def tick(self) -> int:
         """One pass; returns how many contacts or attempts it moved."""
@@ -105,18 +130,21 @@ class Dialer:
         async with self.sessions.begin() as s:
             moved = await store.apply_status_events(s, now=now)
             campaigns = {c.id: c for c in await store.running_campaigns(s)}
-            dnc = await store.load_dnc(s)
         async with self.sessions.begin() as s:
             recovered = await store.reclaim_expired(
                 s, worker=self.worker, now=now, lease=self.lease, limit=self.batch_size)
         held: list[tuple[StoredCampaign | None, ClaimedContact]] = [
             (campaigns.get(c.campaign_id), c) for c in recovered]
         for campaign in campaigns.values():
+            if self._stop.is_set():     # shutting down: claim nothing new
+                break
             async with self.sessions.begin() as s:
                 claimed = await store.claim_due_contacts(
                     s, campaign.id, campaign.spec.max_concurrent_calls, worker=self.worker,
                     now=now, lease=self.lease, limit=self.batch_size)
             held.extend((campaign, c) for c in claimed)
+        async with self.sessions() as s:    # the DNC entries of the numbers held, no more
+            dnc = await store.load_dnc(s, [c.e164 for _, c in held])
         await asyncio.gather(*(self._handle(campaign, c, dnc) for campaign, c in held))
         if now >= self._next_sweep:
             self._next_sweep = now + min(self.stale_after, timedelta(minutes=1))
@@ -144,6 +172,18 @@ class Dialer:
         return closed
 
     async def run(self, stop: asyncio.Event, *, until_idle: bool = False) -> None:
+        """Pass after pass until ``stop`` is set (or, ``until_idle``, no work is left);
+        then give back this worker's claims (see the module's **Shutdown**)."""
+        self._stop = stop
+        try:
+            await self._loop(stop, until_idle=until_idle)
+        finally:
+            async with self.sessions.begin() as s:
+                released = await store.release_worker_claims(s, worker=self.worker)
+            if released:
+                log.info("dialer %s: gave back %d claims", self.worker, released)
+
+    async def _loop(self, stop: asyncio.Event, *, until_idle: bool) -> None:
         while not stop.is_set():
             try:
                 moved = await self.tick()
@@ -185,6 +225,8 @@ class Dialer:
     async def _check_and_dial(
         self, campaign: StoredCampaign, contact: ClaimedContact, dnc: InMemoryDnc,
     ) -> None:
+        if self._stop.is_set():         # shutting down: the claim is given back by run()
+            return
         now = self.clock()
         async with self.sessions() as s:
             today, recent = await store.attempt_counts(
@@ -196,6 +238,8 @@ class Dialer:
             async with self.sessions.begin() as s:
                 await store.record_skip(s, contact.id, verdict.reasons, verdict.next_window_start,
                                         worker=self.worker, now=now)
+            return
+        if self._stop.is_set():
             return
         now = self.clock()
         async with self.sessions.begin() as s:
@@ -212,23 +256,34 @@ class Dialer:
         spec = campaign.spec
         query = urlencode({"call_id": attempt.call_id, "agent": spec.agent_profile,
                            "campaign": campaign.id, "attempt": attempt.idempotency_key})
+        amd_url = None
+        if self.amd_callback_path:
+            amd_url = self.public_url(self.amd_callback_path) + "?" + amd_callback_query(
+                AmdQuery(campaign.id, attempt.idempotency_key, spec.voicemail,
+                         spec.voicemail_message))
+        deadline = (lease_from + self.lease).timestamp() - 2 * self.rest_timeout_s
         try:
-            placed = await self.rest.place_call(
-                to=contact.e164, from_=spec.caller_id,
-                url=self.public_url("/twilio/voice") + "?" + query,
-                status_callback=self.public_url("/twilio/status"),
-                machine_detection=("DetectMessageEnd"
-                                   if spec.voicemail is VoicemailPolicy.LEAVE_MESSAGE
-                                   else "Enable"),
-                async_amd=True,
-                async_amd_status_callback=(self.public_url(self.amd_callback_path)
-                                           if self.amd_callback_path else None),
-                timeout=spec.ring_timeout_s,
-                send_before=(lease_from + self.lease).timestamp() - 2 * self.rest_timeout_s,
-            )
+            async with self._creates:
+                if self._stop.is_set():
+                    raise DeadlinePassed("the dialer is shutting down")
+                placed = await self.rest.place_call(
+                    to=contact.e164, from_=spec.caller_id,
+                    url=self.public_url("/twilio/voice") + "?" + query,
+                    status_callback=self.public_url("/twilio/status"),
+                    machine_detection="DetectMessageEnd", async_amd=True,
+                    async_amd_status_callback=amd_url,
+                    timeout=spec.ring_timeout_s,
+                    send_before=deadline,
+                )
         except TwilioRestError as exc:       # refused: no call exists
             async with self.sessions.begin() as s:
                 await store.record_place_failure(s, attempt.id, str(exc), now=self.clock())
+            return
+        except DeadlinePassed as exc:        # certainly not sent: undo the attempt
+            async with self.sessions.begin() as s:
+                withdrawn = await store.withdraw_attempt(s, attempt.id, worker=self.worker)
+            log.info("dialer %s: attempt %s not sent (%s)%s", self.worker,
+                     attempt.idempotency_key, exc, ", withdrawn" if withdrawn else "")
             return
         except TwilioUnavailable as exc:     # unknown: reconcile after the lease
             log.warning("dialer %s: attempt %s unconfirmed (%s); reconciling after the lease",
@@ -276,8 +331,46 @@ def _local_day_start(contact: ClaimedContact, now: datetime) -> datetime:
     return datetime.combine(local.date(), time(0), tzinfo=zone or UTC).astimezone(UTC)
 
 
+class AnotherDialer(RuntimeError):
+    """A second dialer on a SQLite database (SQLite supports one)."""
+
+
+@contextlib.contextmanager
+def sqlite_single_dialer(database_url: str) -> Iterator[None]:
+    """On SQLite, hold an exclusive lock on ``<database>.dialer-lock`` for the process's life:
+    a second dialer on the same file refuses to start (claims there are serialized by the
+    database lock, not by SKIP LOCKED, and the cap check assumes one dialer). No-op on
+    PostgreSQL. The lock goes with the process, however it ends."""
+    path = sqlite_path(database_url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.dialer-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise AnotherDialer(
+                f"another dialer ({holder}) runs against the SQLite database {path}; SQLite "
+                "supports one dialer: use PostgreSQL (database.url) to run several"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 async def run_dialer(settings: Settings, *, until_idle: bool = False) -> None:
-    """The ``callagent dialer`` process: runs until SIGTERM/SIGINT (or idle)."""
+    """The ``callagent dialer`` process: runs until SIGTERM/SIGINT (or idle).
+    ``AnotherDialer`` on a SQLite database another dialer holds."""
+    with sqlite_single_dialer(settings.database.url):
+        await _run_dialer(settings, until_idle=until_idle)
+
+
+async def _run_dialer(settings: Settings, *, until_idle: bool) -> None:
     cfg = settings.dialer
     engine = create_engine_for(settings)
     stop = asyncio.Event()
@@ -292,7 +385,7 @@ async def run_dialer(settings: Settings, *, until_idle: bool = False) -> None:
                 sessions=make_sessionmaker(engine), rest=rest, public_url=settings.public_url,
                 worker=worker_id(cfg.worker_id), lease=timedelta(seconds=cfg.lease_s),
                 batch_size=cfg.batch_size, poll_interval_s=cfg.poll_interval_s,
-                rest_timeout_s=cfg.rest_timeout_s)
+                rest_timeout_s=cfg.rest_timeout_s, parallel_creates=cfg.parallel_creates)
             log.info("dialer %s started", dialer.worker)
             await dialer.run(stop, until_idle=until_idle)
     finally:

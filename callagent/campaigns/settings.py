@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Final
+from urllib.parse import quote
 
 __all__ = [
     "FEDERAL_WINDOW",
@@ -46,6 +47,9 @@ __all__ = [
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _MAX_RETRY_DELAY = timedelta(days=30)
+# The message travels (URL-encoded) in the signed AMD callback URL: Twilio takes URLs of at
+# most 4000 characters (see ``voicemail.py``).
+_MAX_MESSAGE_ENCODED = 3000
 
 
 class CampaignSpecError(ValueError):
@@ -198,6 +202,12 @@ class CampaignSpec:
             raise CampaignSpecError("voicemail policy leave_message needs a voicemail_message")
         if not leaves_message and self.voicemail_message:
             raise CampaignSpecError("voicemail_message is set but the policy is hang_up")
+        encoded = len(quote(self.voicemail_message, safe=""))
+        if encoded > _MAX_MESSAGE_ENCODED:
+            raise CampaignSpecError(
+                f"voicemail_message is too long: {encoded} characters URL-encoded, at most "
+                f"{_MAX_MESSAGE_ENCODED} (it travels in the AMD callback URL)"
+            )
         if self.purpose is Purpose.TELEMARKETING and not self.honor_national_dnc:
             raise CampaignSpecError("telemarketing must honour the national do-not-call list")
 

@@ -39,29 +39,38 @@ from callagent.campaigns.importer import ConsentType, ContactRow
 from callagent.campaigns.settings import (
     CallingWindow,
     CallOutcome,
+    CampaignMove,
     CampaignSpec,
     CampaignState,
     Purpose,
     RetryDelays,
     VoicemailPolicy,
     Weekday,
+    transition,
 )
 from callagent.store.models import CallAttempt, CallStatusEvent, Campaign, Contact, DncNumber
 
 __all__ = [
     "AttemptStatus",
     "CLAIM_LOCK_CLASS",
+    "CampaignExists",
+    "CampaignProgress",
     "ClaimedContact",
     "ContactState",
     "IN_FLIGHT",
     "LostClaim",
     "StoredCampaign",
     "TERMINAL_CALL_STATUSES",
+    "UnknownCampaign",
     "add_dnc",
     "apply_status_events",
     "attempt_counts",
     "begin_attempt",
+    "campaign_by_key",
+    "campaign_ids",
     "campaign_outcome",
+    "campaign_progress",
+    "change_state",
     "claim_due_contacts",
     "create_campaign",
     "import_rows",
@@ -76,11 +85,13 @@ __all__ = [
     "record_place_failure",
     "record_skip",
     "release_claim",
+    "release_worker_claims",
     "renew_lease",
     "running_campaigns",
     "spec_from_json",
     "spec_to_json",
     "stale_placed_attempts",
+    "withdraw_attempt",
 ]
 
 CLAIM_LOCK_CLASS: Final = 0x43414D50   # "CAMP": pg_advisory_xact_lock(class, campaign_id)
@@ -104,6 +115,22 @@ class AttemptStatus:
 
 
 IN_FLIGHT: Final = (ContactState.CLAIMED, ContactState.IN_CALL)
+
+
+class UnknownCampaign(LookupError):
+    """No campaign has this key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no campaign with key {key!r}")
+        self.key = key
+
+
+class CampaignExists(ValueError):
+    """A campaign with this key already exists (keys are unique)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"a campaign with key {key!r} already exists")
+        self.key = key
 
 
 class LostClaim(Exception):
@@ -170,6 +197,12 @@ async def create_campaign(
     s: AsyncSession, key: str, spec: CampaignSpec, *, now: datetime,
     state: CampaignState = CampaignState.DRAFT,
 ) -> int:
+    """Insert a campaign (``draft`` unless told); returns its id. ``CampaignExists`` if the
+    key is taken."""
+    if not key.strip() or len(key) > 64:
+        raise ValueError(f"campaign key must be 1-64 characters, got {key!r}")
+    if await s.scalar(select(Campaign.id).where(Campaign.key == key)) is not None:
+        raise CampaignExists(key)
     row = Campaign(
         key=key, name=spec.name, agent_profile=spec.agent_profile, caller_id=spec.caller_id,
         state=state.value, max_concurrent_calls=spec.max_concurrent_calls,
@@ -178,6 +211,31 @@ async def create_campaign(
     s.add(row)
     await s.flush()
     return row.id
+
+
+async def campaign_by_key(s: AsyncSession, key: str) -> StoredCampaign:
+    """The campaign with this key; ``UnknownCampaign`` if there is none."""
+    row = await s.scalar(select(Campaign).where(Campaign.key == key))
+    if row is None:
+        raise UnknownCampaign(key)
+    return _stored(row)
+
+
+async def change_state(s: AsyncSession, key: str, move: CampaignMove) -> StoredCampaign:
+    """Apply a lifecycle move (``settings.transition``: ``IllegalTransition`` names the
+    state and the move). Returns the campaign in its new state. Claims already held by a
+    dialer are given back by it at its next pass (``release_claim``)."""
+    row = await s.scalar(select(Campaign).where(Campaign.key == key).with_for_update())
+    if row is None:
+        raise UnknownCampaign(key)
+    row.state = transition(CampaignState(row.state), move).value
+    await s.flush()
+    return _stored(row)
+
+
+async def campaign_ids(s: AsyncSession) -> list[int]:
+    """Every campaign's id, newest first."""
+    return list(await s.scalars(select(Campaign.id).order_by(Campaign.id.desc())))
 
 
 async def running_campaigns(s: AsyncSession) -> list[StoredCampaign]:
@@ -241,10 +299,17 @@ async def add_dnc(s: AsyncSession, e164s: Iterable[str], source: DncList, *, now
     await s.execute(ins.values(values).on_conflict_do_nothing(index_elements=["e164", "source"]))
 
 
-async def load_dnc(s: AsyncSession) -> InMemoryDnc:
+async def load_dnc(s: AsyncSession, e164s: Sequence[str] | None = None) -> InMemoryDnc:
+    """The do-not-call lists, whole or (``e164s``) only the entries for these numbers: the
+    dialer asks for the numbers it holds, so a national list of millions is never loaded."""
     internal: set[str] = set()
     national: set[str] = set()
-    for e164, source in await s.execute(select(DncNumber.e164, DncNumber.source)):
+    query = select(DncNumber.e164, DncNumber.source)
+    if e164s is not None:
+        if not e164s:
+            return InMemoryDnc()
+        query = query.where(DncNumber.e164.in_(sorted(set(e164s))))
+    for e164, source in await s.execute(query):
         (internal if source == DncList.INTERNAL.value else national).add(e164)
     return InMemoryDnc(frozenset(internal), frozenset(national))
 
@@ -324,6 +389,68 @@ async def reclaim_expired(
         row.claimed_by, row.lease_until = worker, now + lease
     await s.flush()
     return [_claimed(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignProgress:
+    """Where a campaign stands (``campaign_progress``)."""
+
+    campaign: StoredCampaign
+    contacts: dict[str, int]            # by ``ContactState``
+    attempts: dict[str, int]            # placed attempts by outcome ("" while in progress)
+    skips: dict[str, int]               # final skips by reason code (a skip has >= 1 reason)
+    waiting: dict[str, int]             # pending contacts rescheduled by a time rule, by reason
+    in_flight: int                      # claimed or in a call: counts against the cap
+    due_now: int                        # pending contacts whose next attempt is due
+    next_due_at: datetime | None        # earliest next attempt among pending contacts
+
+    @property
+    def total(self) -> int:
+        return sum(self.contacts.values())
+
+    @property
+    def finished(self) -> int:
+        return self.contacts.get(ContactState.DONE, 0) + self.contacts.get(ContactState.SKIPPED, 0)
+
+
+async def campaign_progress(s: AsyncSession, campaign_id: int, *, now: datetime) -> CampaignProgress:
+    """Counts for one campaign, read in one snapshot-free pass of small GROUP BY queries."""
+    campaign = _stored(await s.get_one(Campaign, campaign_id))
+    where = Contact.campaign_id == campaign_id
+    contacts = {str(k): int(v) for k, v in (await s.execute(
+        select(Contact.state, func.count()).where(where).group_by(Contact.state))).all()}
+    attempts = {str(k or ""): int(v) for k, v in (await s.execute(
+        select(CallAttempt.outcome, func.count())
+        .where(CallAttempt.campaign_id == campaign_id,
+               CallAttempt.status != AttemptStatus.SKIPPED)
+        .group_by(CallAttempt.outcome))).all()}
+    skips: dict[str, int] = {}
+    for codes, count in (await s.execute(
+            select(CallAttempt.skip_reason, func.count())
+            .where(CallAttempt.campaign_id == campaign_id,
+                   CallAttempt.status == AttemptStatus.SKIPPED)
+            .group_by(CallAttempt.skip_reason))).all():
+        for code in str(codes or "").split(","):
+            if code:
+                skips[code] = skips.get(code, 0) + int(count)
+    waiting: dict[str, int] = {}
+    for codes, count in (await s.execute(
+            select(Contact.skip_reason, func.count())
+            .where(where, Contact.state == ContactState.PENDING,
+                   Contact.skip_reason.is_not(None))
+            .group_by(Contact.skip_reason))).all():
+        for code in str(codes or "").split(","):
+            if code:
+                waiting[code] = waiting.get(code, 0) + int(count)
+    pending = Contact.state == ContactState.PENDING
+    due_now = await s.scalar(select(func.count()).select_from(Contact).where(
+        where, pending, Contact.next_attempt_at <= now)) or 0
+    next_due = await s.scalar(select(func.min(Contact.next_attempt_at)).where(where, pending))
+    return CampaignProgress(
+        campaign=campaign, contacts=contacts, attempts=attempts, skips=skips, waiting=waiting,
+        in_flight=sum(contacts.get(state, 0) for state in IN_FLIGHT), due_now=int(due_now),
+        next_due_at=next_due,
+    )
 
 
 async def pending_work(s: AsyncSession) -> int:
@@ -444,6 +571,43 @@ async def release_claim(s: AsyncSession, contact_id: int, *, worker: str) -> Non
     row = await s.get_one(Contact, contact_id, with_for_update=True)
     if row.state == ContactState.CLAIMED and row.claimed_by == worker:
         _release(row, ContactState.PENDING)
+
+
+async def withdraw_attempt(s: AsyncSession, attempt_id: int, *, worker: str) -> bool:
+    """Undo a ``placing`` attempt whose create was certainly never sent (the dialer checked
+    before sending: shutdown, or the lease's deadline): the row goes, the contact's attempt
+    count goes back and the claim is given back (``pending``, due as before). False when the
+    attempt is no longer this worker's ``placing`` one (nothing is changed)."""
+    attempt = await s.get(CallAttempt, attempt_id, with_for_update=True, populate_existing=True)
+    if attempt is None or attempt.status != AttemptStatus.PLACING or attempt.worker != worker:
+        return False
+    contact = await s.get_one(Contact, attempt.contact_id, with_for_update=True,
+                              populate_existing=True)
+    if contact.state != ContactState.CLAIMED or contact.claimed_by != worker:
+        return False
+    await s.delete(attempt)
+    contact.attempts -= 1
+    _release(contact, ContactState.PENDING)
+    await s.flush()
+    return True
+
+
+async def release_worker_claims(s: AsyncSession, *, worker: str) -> int:
+    """Give back every contact this worker holds in ``claimed`` with no open ``placing``
+    attempt (a dialer shutting down). A contact with an open attempt keeps its claim: a
+    create may have reached Twilio, so it is reconciled after the lease, never re-dialed
+    at once. Returns how many were released."""
+    placing = select(CallAttempt.contact_id).where(CallAttempt.status == AttemptStatus.PLACING)
+    rows = list(await s.scalars(
+        select(Contact)
+        .where(Contact.state == ContactState.CLAIMED, Contact.claimed_by == worker,
+               Contact.id.not_in(placing))
+        .with_for_update()
+    ))
+    for row in rows:
+        _release(row, ContactState.PENDING)
+    await s.flush()
+    return len(rows)
 
 
 async def known_call_sids(s: AsyncSession, sids: Sequence[str]) -> set[str]:

@@ -8,14 +8,24 @@
   hex). Every create is recorded (``creates``) *before* the answer is sent, so a client that
   dies while waiting still left a call behind, as with the real Twilio.
 * ``GET .../Calls.json?To=&From=``: the call list (newest first), for reconciliation.
-* ``GET|POST .../Calls/{sid}.json``: fetch; ``Status=completed|canceled`` hangs up.
+* ``GET|POST .../Calls/{sid}.json``: fetch; ``Status=completed|canceled`` hangs up;
+  ``Twiml=...`` on a call in progress replaces what it runs (kept in ``updates``; the call
+  ends ``message_s`` later, as after a ``<Say>`` and ``<Hangup/>``).
 
 Each call ends after a random ``duration_s`` range with the number's outcome
-(``Outcome``: human, machine, busy, no-answer, failed). It then emits the status callbacks
-(``initiated``, ``ringing``, ``answered``, ``completed`` with ``CallDuration`` and
-``AnsweredBy``, or the failure status), each with ``SequenceNumber``: to ``sink`` (a
-function, called in the fake's scheduler thread) and, with ``post_callbacks``, as a POST
-signed with ``auth_token`` to the ``StatusCallback`` URL. A call counts as in progress from
+(``Outcome``: human, machine, busy, no-answer, failed). A human or machine answers 30 % of
+the way through: the ``initiated``, ``ringing`` and ``in-progress`` status callbacks go
+out then; with ``post_callbacks`` the call's ``Url`` is fetched (a signed POST, as Twilio
+asks for TwiML; the answer is kept in ``voice_twiml``) and, when the create asked for
+``AsyncAmd=true`` with an ``AsyncAmdStatusCallback``, the verdict is POSTed there (signed)
+a further 30 % in: ``CallSid``, ``AccountSid``, ``AnsweredBy`` (``human``; a machine is
+``machine_start`` under ``MachineDetection=Enable``, ``machine_end_beep`` under
+``DetectMessageEnd``) and ``MachineDetectionDuration``, never ``CallStatus``. At the end
+comes the final status callback (``completed`` with ``CallDuration``, and ``AnsweredBy``
+when ``answered_by_in_status``; or the failure status). Status callbacks carry
+``SequenceNumber`` and go to ``sink`` (a function, called in the fake's scheduler thread)
+and, with ``post_callbacks``, as a POST signed with ``auth_token`` to the ``StatusCallback``
+URL. A call counts as in progress from
 its create until it ends; ``max_in_progress`` keeps the peak per ``campaign`` (the
 ``campaign`` query parameter of its ``Url``), so tests can check the dialers' cap.
 """
@@ -46,6 +56,8 @@ __all__ = ["CreatedCall", "FakeTwilioRest", "Outcome", "StatusSink"]
 _CALLS = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
 _CALL = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls/(CA[0-9a-f]{32})\.json$")
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
 StatusSink = Callable[[Mapping[str, str]], None]
 
 
@@ -66,6 +78,12 @@ class CreatedCall:
     ended_at: datetime | None = None
     answered_by: str | None = None
     duration_s: int = 0
+    answered_at: datetime | None = None
+    voice_twiml: str = ""                       # what our /twilio/voice answered
+    amd_posted: str = ""                        # the AnsweredBy posted to the AMD callback
+    updates: list[dict[str, list[str]]] = field(default_factory=list)
+    ended_by: str = ""                          # "timer" or "update"
+    events: int = 0                             # status callbacks sent so far
 
     def one(self, name: str) -> str:
         values = self.form.get(name, [""])
@@ -93,6 +111,8 @@ class FakeTwilioRest:
     rejects: frozenset[str] = frozenset()       # numbers refused with 400 / 21211
     sink: StatusSink | None = None
     post_callbacks: bool = False
+    answered_by_in_status: bool = True
+    message_s: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -103,7 +123,7 @@ class FakeTwilioRest:
         self.callback_errors: list[str] = []
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._timers: list[tuple[float, int, str]] = []
+        self._timers: list[tuple[float, int, str, str]] = []
         self._seq = 0
         self._closing = threading.Event()
         self._rng = random.Random(self.seed)
@@ -178,10 +198,13 @@ class FakeTwilioRest:
             self.max_in_progress[campaign] = max(
                 self.max_in_progress[campaign], self.in_progress[campaign])
             low, high = self.duration_s
-            due = now.timestamp() + self._rng.uniform(low, high)
-            self._seq += 1
-            heapq.heappush(self._timers, (due, self._seq, call.sid))
-            self._wake.notify()
+            start = now.timestamp()
+            due = start + self._rng.uniform(low, high)
+            if self.outcomes.get(to, Outcome.HUMAN) in (Outcome.HUMAN, Outcome.MACHINE):
+                self._push(start + 0.3 * (due - start), call.sid, "answer")
+                if call.one("AsyncAmd") == "true" and call.one("AsyncAmdStatusCallback"):
+                    self._push(start + 0.51 * (due - start), call.sid, "amd")
+            self._push(due, call.sid, "end")
         if self.create_delay_s:
             self._closing.wait(self.create_delay_s)
         return 201, self.resource(call)
@@ -196,14 +219,28 @@ class FakeTwilioRest:
                 "previous_page_uri": None, "page": 0, "page_size": len(items), "start": 0,
                 "end": max(len(items) - 1, 0), "uri": ""}
 
+    def _push(self, due: float, sid: str, kind: str) -> None:
+        """Schedule ``kind`` for a call (hold ``_lock``)."""
+        self._seq += 1
+        heapq.heappush(self._timers, (due, self._seq, sid, kind))
+        self._wake.notify()
+
     def update(self, sid: str, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         with self._lock:
             call = self.by_sid.get(sid)
+            if call is not None:
+                call.updates.append(form)
         if call is None:
             return 404, _error(404, 20404, f"The requested resource {sid} was not found")
         status = form.get("Status", [""])[0]
         if status in ("completed", "canceled"):
-            self._end(call, status if call.status in ("queued", "ringing") else "completed")
+            self._end(call, status if call.status in ("queued", "ringing") else "completed",
+                      by="update")
+        elif form.get("Twiml") or form.get("Url"):
+            with self._wake:
+                if call.ended_at is not None or call.status != "in-progress":
+                    return 400, _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+                self._push(datetime.now(UTC).timestamp() + self.message_s, sid, "hangup")
         return 200, self.resource(call)
 
     def resource(self, call: CreatedCall) -> dict[str, Any]:
@@ -229,56 +266,119 @@ class FakeTwilioRest:
                     delay = (self._timers[0][0] - now) if self._timers else 0.5
                     self._wake.wait(min(delay, 0.5))
                     continue
-                _, _, sid = heapq.heappop(self._timers)
+                _, _, sid, kind = heapq.heappop(self._timers)
                 call = self.by_sid[sid]
             outcome = self.outcomes.get(call.one("To"), Outcome.HUMAN)
-            self._end(call, outcome)
+            if kind == "answer":
+                self._answer(call)
+            elif kind == "amd":
+                self._post_amd(call, outcome)
+            elif kind == "hangup":
+                self._end(call, "completed", by="update")
+            else:
+                self._end(call, outcome)
 
-    def _end(self, call: CreatedCall, how: Outcome | str) -> None:
+    def _verdict(self, call: CreatedCall, outcome: Outcome) -> str:
+        if outcome is Outcome.HUMAN:
+            return "human"
+        return "machine_end_beep" if call.one("MachineDetection") == "DetectMessageEnd" \
+            else "machine_start"
+
+    def _answer(self, call: CreatedCall) -> None:
+        with self._lock:
+            if call.ended_at is not None:
+                return
+            call.status, call.answered_at = "in-progress", datetime.now(UTC)
+        for status in ("initiated", "ringing", "in-progress"):
+            self._status_callback(call, status)
+        if self.post_callbacks and call.one("Url"):
+            params = self._call_params(call, "in-progress")
+            call.voice_twiml = self._post(call, call.one("Url"), params)
+
+    def _post_amd(self, call: CreatedCall, outcome: Outcome) -> None:
+        with self._lock:
+            if call.ended_at is not None or call.status != "in-progress":
+                return
+            call.answered_by = self._verdict(call, outcome)
+            call.amd_posted = call.answered_by
+        assert call.answered_at is not None
+        took = datetime.now(UTC) - call.answered_at
+        params = {"CallSid": call.sid, "AccountSid": "AC" + "0" * 32,
+                  "AnsweredBy": call.answered_by,
+                  "MachineDetectionDuration": str(round(took.total_seconds() * 1000))}
+        if self.post_callbacks:
+            self._post(call, call.one("AsyncAmdStatusCallback"), params)
+
+    def _end(self, call: CreatedCall, how: Outcome | str, *, by: str = "timer") -> None:
         """End a call once (a hang-up may race the timer): in-progress first, then callbacks."""
         with self._lock:
             if call.ended_at is not None:
                 return
             now = datetime.now(UTC)
-            call.ended_at = now
-            answered = how in (Outcome.HUMAN, Outcome.MACHINE, "completed")
+            call.ended_at, call.ended_by = now, by
+            answered = how in (Outcome.HUMAN, Outcome.MACHINE) or (
+                how == "completed" and call.answered_at is not None)
+            if how == "completed" and call.answered_at is None:
+                how = "canceled"        # hung up while it rang
             call.status = "completed" if answered else (
                 how.value if isinstance(how, Outcome) else how)
-            if how is Outcome.MACHINE:
-                call.answered_by = "machine_start"
-            elif how is Outcome.HUMAN:
-                call.answered_by = "human"
-            call.duration_s = max(1, round((now - call.created_at).total_seconds())) if answered else 0
+            if call.answered_by is None and answered:
+                call.answered_by = self._verdict(call, how) if isinstance(how, Outcome) \
+                    else None
+            start = call.answered_at or call.created_at
+            call.duration_s = max(1, round((now - start).total_seconds())) if answered else 0
             self.in_progress[call.campaign] -= 1
-        events = ["initiated", "ringing"] + (["in-progress"] if answered else []) + [call.status]
-        for seq, status in enumerate(events):
-            params = {
-                "CallSid": call.sid, "AccountSid": "AC" + "0" * 32, "From": call.one("From"),
-                "To": call.one("To"), "CallStatus": status, "ApiVersion": "2010-04-01",
-                "Direction": "outbound-api", "SequenceNumber": str(seq),
-                "Timestamp": format_datetime(now, usegmt=True), "CallbackSource": "call-progress-events",
-            }
-            if status == call.status:
-                params["CallDuration"] = str(call.duration_s)
-                if call.answered_by:
-                    params["AnsweredBy"] = call.answered_by
-            self._deliver(call, params)
+            first = call.events == 0
+        if first:
+            for status in ("initiated", "ringing"):
+                self._status_callback(call, status)
+        self._status_callback(call, call.status, final=True)
 
-    def _deliver(self, call: CreatedCall, params: Mapping[str, str]) -> None:
+    def _call_params(self, call: CreatedCall, status: str) -> dict[str, str]:
+        return {
+            "CallSid": call.sid, "AccountSid": "AC" + "0" * 32, "From": call.one("From"),
+            "To": call.one("To"), "CallStatus": status, "ApiVersion": "2010-04-01",
+            "Direction": "outbound-api",
+        }
+
+    def _status_callback(self, call: CreatedCall, status: str, *, final: bool = False) -> None:
+        with self._lock:
+            seq = call.events
+            call.events += 1
+        params = self._call_params(call, status) | {
+            "SequenceNumber": str(seq),
+            "Timestamp": format_datetime(datetime.now(UTC), usegmt=True),
+            "CallbackSource": "call-progress-events",
+        }
+        if final:
+            params["CallDuration"] = str(call.duration_s)
+            if call.answered_by and self.answered_by_in_status:
+                params["AnsweredBy"] = call.answered_by
         try:
             if self.sink is not None:
                 self.sink(params)
-            url = call.one("StatusCallback")
-            if self.post_callbacks and url:
-                signature = RequestValidator(self.auth_token).compute_signature(url, dict(params))
-                req = urllib.request.Request(
-                    url, data=urlencode(params).encode(), method="POST",
-                    headers={"X-Twilio-Signature": signature,
-                             "Content-Type": "application/x-www-form-urlencoded"})
-                with urllib.request.urlopen(req, timeout=5) as resp:
-                    resp.read()
         except Exception as exc:  # recorded for the test: a callback failing is not fatal
             self.callback_errors.append(f"{call.sid}: {exc!r}")
+        url = call.one("StatusCallback")
+        if self.post_callbacks and url:
+            self._post(call, url, params)
+
+    def _post(self, call: CreatedCall, url: str, params: Mapping[str, str]) -> str:
+        """POST ``params`` to ``url`` signed like Twilio; returns the body ("" on failure)."""
+        try:
+            if urlsplit(url).hostname not in _LOOPBACK:
+                raise ValueError("the fake posts to loopback addresses only")
+            signature = RequestValidator(self.auth_token).compute_signature(url, dict(params))
+            req = urllib.request.Request(
+                url, data=urlencode(params).encode(), method="POST",
+                headers={"X-Twilio-Signature": signature,
+                         "Content-Type": "application/x-www-form-urlencoded"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                body: bytes = resp.read()
+            return body.decode()
+        except Exception as exc:  # recorded for the test: a callback failing is not fatal
+            self.callback_errors.append(f"{call.sid}: {url}: {exc!r}")
+            return ""
 
 
 def _error(status: int, code: int, message: str) -> dict[str, Any]:

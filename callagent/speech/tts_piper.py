@@ -113,6 +113,11 @@ class PiperTts:
                     self._cache.popitem(last=False)
         return pcm
 
+    @property
+    def cache_size(self) -> int:
+        """How many prompts the cache keeps."""
+        return self._cache_size
+
     def cached(self) -> int:
         with self._cache_lock:
             return len(self._cache)

@@ -113,6 +113,10 @@ class Call(Base):
     duration_s: Mapped[int | None] = mapped_column(Integer)
     # highest Twilio status-callback SequenceNumber applied to this row
     last_status_seq: Mapped[int | None] = mapped_column(Integer)
+    # the two-channel WAV (caller left, agent right) when the recording policy kept audio
+    recording_path: Mapped[str | None] = mapped_column(Text)
+    # "one-party" | "all-party": the consent rule the call's recording followed
+    recording_policy: Mapped[str | None] = mapped_column(String(16))
 
     turns: Mapped[list[Turn]] = relationship(
         back_populates="call", lazy="raise", order_by="Turn.seq"

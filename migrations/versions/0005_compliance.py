@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
@@ -19,8 +19,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("calls") as batch:
+        batch.add_column(sa.Column("recording_path", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("recording_policy", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("calls") as batch:
+        batch.drop_column("recording_policy")
+        batch.drop_column("recording_path")

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from sqlalchemy import create_engine, func, insert, select, text
@@ -135,7 +136,12 @@ async def test_one_dialer_on_sqlite_calls_skips_and_retries(
     first = fake.creates[0]
     assert first.form["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
     assert (first.one("MachineDetection"), first.one("AsyncAmd"), first.one("Timeout")) == (
-        "Enable", "true", "30")
+        "DetectMessageEnd", "true", "30")
+    amd_url = urlsplit(first.one("AsyncAmdStatusCallback"))
+    assert f"{amd_url.scheme}://{amd_url.netloc}{amd_url.path}" == ORIGIN + "/twilio/amd"
+    assert dict(parse_qsl(amd_url.query, keep_blank_values=True)) == {
+        "campaign": str(cid), "attempt": first.idempotency_key, "voicemail": "hang_up",
+        "message": ""}
     assert first.one("StatusCallback") == ORIGIN + "/twilio/status"
     assert first.one("Url").startswith(ORIGIN + "/twilio/voice?call_id=")
     assert first.query["agent"] == "fixture" and first.query["campaign"] == str(cid)
@@ -206,7 +212,7 @@ async def test_hang_up_treats_an_ended_call_as_success() -> None:
 
 def start_dialer(
     db: str, fake: FakeTwilioRest, worker: str, logs: Path, *, lease_s: float = 2.0,
-    until_idle: bool = True,
+    until_idle: bool = True, extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Logs go to a file: a pipe nobody drains would stall the dialer mid-request."""
     env = {
@@ -219,6 +225,7 @@ def start_dialer(
         "CALLAGENT_DIALER_LEASE_S": str(lease_s),
         "CALLAGENT_DIALER_REST_TIMEOUT_S": str(lease_s / 4),
         "CALLAGENT_DIALER_BATCH_SIZE": "8",
+        **(extra_env or {}),
     }
     with open(logs / f"{worker}.log", "wb") as log:
         return subprocess.Popen(
@@ -279,6 +286,20 @@ async def test_parallel_dialers_never_double_dial_and_hold_the_cap(
     assert len(fake.creates) == CONTACTS - 15 + 15          # busy/no-answer numbers twice
     assert 1 < fake.max_in_progress[str(cid)] <= CAP
     assert len({a.worker for a in attempts if a.call_sid}) == dialers
+    skipped = {a.e164: a.skip_reason for a in attempts if a.status == AttemptStatus.SKIPPED}
+    assert skipped == {number(i): "no_consent" for i in range(1, 11)} | {
+        number(i): "internal_dnc" for i in range(11, 16)}
+    # each retry waited its delay after the outcome of the attempt before it
+    by_contact: dict[int, list[CallAttempt]] = {}
+    for a in attempts:
+        by_contact.setdefault(a.contact_id, []).append(a)
+    retried = [sorted(rows, key=lambda a: a.attempt_no) for rows in by_contact.values()
+               if len(rows) > 1]
+    assert len(retried) == 15
+    for first, second in retried:
+        assert (first.outcome, second.outcome) in (("busy", "busy"), ("no_answer", "no_answer"))
+        assert first.ended_at is not None
+        assert second.created_at >= first.ended_at + timedelta(seconds=0.2)
 
 
 @pytest.mark.postgres
@@ -311,6 +332,82 @@ async def test_a_killed_dialers_claims_are_recovered_without_a_double_dial(
     victims = [a for a in attempts if a.worker == "victim"]
     assert len(victims) >= orphaned and all(a.call_sid for a in victims)
     assert fake.max_in_progress[str(cid)] <= CAP
+
+
+# --- shutdown -------------------------------------------------------------------------------------
+
+async def test_on_stop_unsent_creates_are_withdrawn_and_claims_given_back(
+    db_url: str, sink_for: list[StatusSink],
+) -> None:
+    now = datetime.now(UTC)
+    sink = StatusSink(db_url)
+    sink_for.append(sink)
+    engine = create_engine_for(db_url)
+    sessions = make_sessionmaker(engine)
+    stop = asyncio.Event()
+    try:
+        await seed(sessions, 20, zone=noon_zone(now), now=now, spec=make_spec(cap=20))
+        # Twilio answers the creates slowly; two at a time go out
+        with FakeTwilioRest(sink=sink, duration_s=(0.01, 0.02), create_delay_s=1.0) as fake:
+            async with TwilioRest(ACCOUNT, TOKEN, base_url=fake.base_url) as rest:
+                dialer = Dialer(sessions, rest, public_url, worker="stopping",
+                                lease=timedelta(seconds=30), batch_size=20,
+                                poll_interval_s=0.02, rest_timeout_s=5.0, parallel_creates=2)
+                run = asyncio.create_task(dialer.run(stop))
+                deadline = time.monotonic() + 20
+                while not fake.creates and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                stop.set()
+                await asyncio.wait_for(run, 20)
+                sent = len(fake.creates)
+        async with sessions() as s:
+            contacts = list(await s.scalars(select(Contact).order_by(Contact.id)))
+            attempts = list(await s.scalars(select(CallAttempt)))
+    finally:
+        await engine.dispose()
+    assert 1 <= sent <= 2
+    assert sorted(a.call_sid or "" for a in attempts) == sorted(c.sid for c in fake.creates)
+    assert all(a.status == AttemptStatus.PLACED for a in attempts)
+    dialed = {a.contact_id for a in attempts}
+    assert {c.state for c in contacts if c.id in dialed} == {ContactState.IN_CALL}
+    rest_ = [c for c in contacts if c.id not in dialed]
+    assert len(rest_) == 20 - sent
+    assert {(c.state, c.claimed_by, c.lease_until, c.attempts) for c in rest_} == {
+        (ContactState.PENDING, None, None, 0)}
+
+
+@pytest.mark.postgres
+async def test_a_sigtermed_dialer_gives_its_claims_to_the_others_at_once(
+    pg_db_url: str, pg_sessions: async_sessionmaker[AsyncSession], sink_for: list[StatusSink],
+    tmp_path: Path,
+) -> None:
+    now = datetime.now(UTC)
+    sink = StatusSink(pg_db_url)
+    sink_for.append(sink)
+    contacts = 16
+    await seed(pg_sessions, contacts, zone=noon_zone(now), now=now,
+               spec=make_spec(cap=contacts, max_attempts=1))
+    slow = {"CALLAGENT_DIALER_PARALLEL_CREATES": "1", "CALLAGENT_DIALER_BATCH_SIZE": "16"}
+    # a lease far longer than the test: only the release can hand the claims over in time
+    with FakeTwilioRest(sink=sink, duration_s=(0.01, 0.03), create_delay_s=1.0) as fake:
+        first = start_dialer(pg_db_url, fake, "first", tmp_path, lease_s=600.0,
+                             until_idle=False, extra_env=slow)
+        deadline = time.monotonic() + 20
+        while not fake.creates and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0, (tmp_path / "first.log").read_text()
+        sent_by_first = len(fake.creates)
+        async with pg_sessions() as s:
+            held = await s.scalar(select(func.count()).select_from(Contact).where(
+                Contact.claimed_by == "first", Contact.state == ContactState.CLAIMED))
+        assert held == 0
+        fake.create_delay_s = 0.0
+        wait_all([start_dialer(pg_db_url, fake, "second", tmp_path, lease_s=600.0)], tmp_path)
+    by_state, attempts = await summary(pg_sessions)
+    assert_accounted(fake, by_state, attempts, contacts)
+    assert by_state == {"done": contacts}
+    assert sent_by_first == sum(1 for a in attempts if a.worker == "first") < contacts
 
 
 # --- lost callbacks, the fake's signed callbacks, the process and its settings ---------------------
@@ -365,18 +462,22 @@ def test_the_fake_posts_status_callbacks_signed_like_twilio() -> None:
                             outcomes={number(2): Outcome.MACHINE}) as fake:
             async def place() -> None:
                 async with TwilioRest(ACCOUNT, TOKEN, base_url=fake.base_url) as rest:
-                    await rest.place_call(to=number(2), from_=number(100), url=ORIGIN + "/v",
+                    await rest.place_call(to=number(2), from_=number(100),
+                                          url=callback.replace("status", "voice"),
                                           status_callback=callback)
 
             asyncio.run(place())
             deadline = time.monotonic() + 5
-            while len(got) < 4 and time.monotonic() < deadline:
+            while len(got) < 5 and time.monotonic() < deadline:
                 time.sleep(0.01)
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
     assert not fake.callback_errors
+    voice = [params for path, params, _ in got if path == "/twilio/voice"]
+    assert [p["CallStatus"] for p in voice] == ["in-progress"]
+    got = [entry for entry in got if entry[0] == "/twilio/status"]
     checker = SignatureChecker(TOKEN, enabled=True)
     assert [params["CallStatus"] for _, params, _ in got] == [
         "initiated", "ringing", "in-progress", "completed"]
@@ -410,3 +511,29 @@ def test_dialer_settings_refuse_a_lease_shorter_than_a_request() -> None:
                              {**env, "CALLAGENT_DIALER_LEASE_S": "30",
                               "CALLAGENT_DIALER_WORKER_ID": "east-1"})
     assert (settings.dialer.lease_s, settings.dialer.worker_id) == (30.0, "east-1")
+
+
+def test_a_second_dialer_on_one_sqlite_database_refuses_to_start(
+    sqlite_db_url: str, tmp_path: Path,
+) -> None:
+    with FakeTwilioRest() as fake:
+        first = start_dialer(sqlite_db_url, fake, "only", tmp_path, until_idle=False)
+        try:
+            log = tmp_path / "only.log"
+            deadline = time.monotonic() + 20
+            while "dialer only started" not in log.read_text() and time.monotonic() < deadline:
+                assert first.poll() is None, log.read_text()
+                time.sleep(0.05)
+            second = start_dialer(sqlite_db_url, fake, "second", tmp_path, until_idle=False)
+            assert second.wait(timeout=20) == 2
+            error = (tmp_path / "second.log").read_text()
+            assert f"another dialer (pid {first.pid}) runs against the SQLite database" in error
+            assert "use PostgreSQL (database.url) to run several" in error
+            assert first.poll() is None
+        finally:
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=10) == 0
+    # the lock goes with the process: a new dialer starts
+    with FakeTwilioRest() as fake:
+        again = start_dialer(sqlite_db_url, fake, "again", tmp_path, until_idle=True)
+        assert again.wait(timeout=20) == 0, (tmp_path / "again.log").read_text()

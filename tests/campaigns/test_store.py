@@ -334,7 +334,12 @@ async def test_dnc_numbers_load_by_list(db_sessions: async_sessionmaker[AsyncSes
         await store.add_dnc(s, [number(3)], DncList.NATIONAL, now=NOW)
     async with db_sessions() as s:
         dnc = await store.load_dnc(s)
+        held = await store.load_dnc(s, [number(2), number(3), number(4)])
+        none = await store.load_dnc(s, [])
     assert dnc.internal == {number(1), number(2)} and dnc.national == {number(3)}
+    # only the numbers asked about are loaded (the dialer asks for the ones it holds)
+    assert held.internal == {number(2)} and held.national == {number(3)}
+    assert none.internal == frozenset() and none.national == frozenset()
 
 
 def test_noon_zone_is_near_local_noon() -> None:
@@ -346,24 +351,37 @@ def test_noon_zone_is_near_local_noon() -> None:
 
 
 def test_public_names_are_pinned() -> None:
-    from callagent.campaigns import dialer
+    from callagent.campaigns import commands, dialer, operations, spec_input, voicemail
     from callagent.sim import twilio_rest
     from callagent.telephony.twilio import rest
 
     assert sorted(store.__all__) == sorted([
-        "AttemptStatus", "CLAIM_LOCK_CLASS", "ClaimedContact", "ContactState", "IN_FLIGHT",
-        "LostClaim", "StoredCampaign", "TERMINAL_CALL_STATUSES", "add_dnc",
-        "apply_status_events", "attempt_counts", "begin_attempt", "campaign_outcome",
-        "claim_due_contacts", "create_campaign", "import_rows", "known_call_sids", "load_dnc",
-        "mark_placed", "open_attempt", "outcome_of", "pending_work", "reclaim_expired",
+        "AttemptStatus", "CLAIM_LOCK_CLASS", "CampaignExists", "CampaignProgress",
+        "ClaimedContact", "ContactState", "IN_FLIGHT", "LostClaim", "StoredCampaign",
+        "TERMINAL_CALL_STATUSES", "UnknownCampaign", "add_dnc", "apply_status_events",
+        "attempt_counts", "begin_attempt", "campaign_by_key", "campaign_ids",
+        "campaign_outcome", "campaign_progress", "change_state", "claim_due_contacts",
+        "create_campaign", "import_rows", "known_call_sids", "load_dnc", "mark_placed",
+        "open_attempt", "outcome_of", "pending_work", "reclaim_expired",
         "record_attempt_outcome", "record_place_failure", "record_skip", "release_claim",
-        "renew_lease", "running_campaigns", "spec_from_json", "spec_to_json",
-        "stale_placed_attempts"])
-    assert sorted(dialer.__all__) == ["Dialer", "run_dialer", "worker_id"]
+        "release_worker_claims", "renew_lease", "running_campaigns", "spec_from_json",
+        "spec_to_json", "stale_placed_attempts", "withdraw_attempt"])
+    assert sorted(dialer.__all__) == [
+        "AnotherDialer", "Dialer", "run_dialer", "sqlite_single_dialer", "worker_id"]
     assert sorted(rest.__all__) == [
         "DEFAULT_STATUS_EVENTS", "DeadlinePassed", "FoundCall", "PlacedCall", "TwilioRest",
         "TwilioRestError", "TwilioUnavailable"]
     assert sorted(twilio_rest.__all__) == ["CreatedCall", "FakeTwilioRest", "Outcome", "StatusSink"]
-    for module in (store, dialer, rest, twilio_rest):
+    assert sorted(voicemail.__all__) == [
+        "ANSWERED_BY", "AmdAction", "AmdQuery", "AmdQueryError", "VoicemailRest",
+        "amd_callback_query", "decide", "parse_amd_query", "voicemail_twiml"]
+    assert sorted(operations.__all__) == [
+        "ImportRefused", "ImportReport", "create", "finish", "import_csv", "pause", "start",
+        "status"]
+    assert sorted(spec_input.__all__) == [
+        "parse_days", "parse_duration", "parse_window", "spec_from_fields"]
+    assert sorted(commands.__all__) == ["ProgressBar", "register", "render_status"]
+    for module in (store, dialer, rest, twilio_rest, voicemail, operations, spec_input,
+                   commands):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)

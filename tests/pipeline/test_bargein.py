@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from callagent.engines.pipeline.bargein import BargeInConfig, BargeInPolicy, Decision, is_backchannel
+from callagent.engines.pipeline.bargein import (
+    BargeInConfig,
+    BargeInPolicy,
+    Decision,
+    is_backchannel,
+    says_nothing_yet,
+)
 
 Frame = tuple[bool, bool, bool, str]  # speech, agent speaking, interruptible, partial
 
@@ -94,3 +100,25 @@ def test_is_backchannel() -> None:
 def test_onset_budget_is_enforced() -> None:
     with pytest.raises(ValueError):
         BargeInConfig(onset_ms=400)
+
+
+def test_a_bare_stop_clears_at_once_but_resumes_if_nothing_follows() -> None:
+    # pocketsphinx hears a lone "uh-huh" as "stop": nothing said yet, so resume.
+    policy = BargeInPolicy()
+    assert run(policy, over_agent(60, "stop") + over_agent(200, "stop", speech=False)) == [
+        (0, Decision.INTERRUPT)]  # fmt: skip
+    assert policy.turn_ended("stop") is Decision.RESUME
+
+
+def test_stop_followed_by_words_is_a_real_interruption() -> None:
+    policy = BargeInPolicy()
+    frames = over_agent(60, "actually wait") + over_agent(400, "actually wait stop i need")
+    assert [d for _, d in run(policy, frames)] == [Decision.INTERRUPT]
+    assert policy.turn_ended("actually wait stop i need to change the address") is Decision.NONE
+
+
+@pytest.mark.parametrize(("text", "nothing"), [("", True), ("uh-huh", True), ("wait", True),
+                                               ("hold on", True), ("okay stop", True),
+                                               ("no", False), ("stop calling me", False)])  # fmt: skip
+def test_says_nothing_yet(text: str, nothing: bool) -> None:
+    assert says_nothing_yet(text) is nothing

@@ -150,7 +150,7 @@ async def test_order_status_request_then_spoken_digits(
     profile: AgentProfile, models: PipelineModels
 ) -> None:
     audio = np.concatenate([silence(16.0), clip("01_order_status"), silence(7.0),
-                            clip("02_account_number"), silence(6.0)])  # fmt: skip
+                            clip("02_account_number"), silence(10.0)])  # fmt: skip
     run = await run_call(PipelineEngine(profile, models), audio)
 
     # The greeting: disclosures (not interruptible), then the menu, one segment per sentence.
@@ -238,8 +238,14 @@ async def test_caller_barging_in_on_the_menu_interrupts_it(
     # The interrupted turn stops early: no further opening sentence is sent.
     assert not any(isinstance(e, AgentAudio) and e.turn_id == "a1"
                    for e in run.events[run.events.index(interrupts[0]):])  # fmt: skip
+    # The pauses after "wait," and "stop," (~0.3 s each) do not end the caller's
+    # turn: one utterance, decided on the audio clock, and the agent answers it
+    # once (no reply started in a pause and then cut off by the rest).
     finals = [e for e in run.of(UserTranscript) if e.final]
-    assert finals and any("address" in f.text for f in finals)
+    assert len(finals) == 1 and "address" in finals[0].text, finals
+    assert finals[0].end_ms - finals[0].start_ms > 2500  # "actually" to "address"
+    replies = [d for d in run.of(AgentTurnDone) if d.turn_id != "a1"]
+    assert [d.turn_id for d in replies] == ["a2"] and "order number" in replies[0].text
 
 
 async def test_disclosures_are_not_interrupted(
@@ -256,11 +262,12 @@ async def test_disclosures_are_not_interrupted(
     assert run.of(Transfer) == [Transfer("queue:customer-service")]
 
 
+@pytest.mark.parametrize("name", ["04_yes", "03_uh_huh"])
 async def test_a_short_yes_over_the_menu_is_a_backchannel_and_the_agent_resumes(
-    profile: AgentProfile, models: PipelineModels
+    profile: AgentProfile, models: PipelineModels, name: str
 ) -> None:
     engine = PipelineEngine(profile, models)
-    words = clip("04_yes")
+    words = clip(name)
     onset = speech_onset_ms(words)
 
     def menu_playing(events: list[EngineEvent], fed_ms: float) -> bool:
@@ -298,3 +305,60 @@ async def test_silence_after_the_menu_brings_the_idle_prompt(
     # It came after the opening had played plus idle.prompt_after_s of silence.
     opening_ms = sum(1000.0 * len(e.audio) / RATE for e in run.of(AgentAudio) if e.turn_id == "a1")
     assert run.switched_at_ms >= opening_ms + 1000 * profile.idle.prompt_after_s
+
+
+async def test_keyed_digits_without_pound_are_taken_after_the_digit_timeout(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # "1" picks order status at the menu; "45729" is keyed with no "#": the
+    # ask_order node's timeout_s (5 s of silence) submits what was keyed.
+    run = await run_call(PipelineEngine(profile, models), silence(30.0), dtmf="145729",
+                         dtmf_at_s=1.0, until=ToolCallFinished)  # fmt: skip
+    assert [e.name for e in run.of(ToolCallStarted)] == ["lookup_order"]
+    assert '"order_number": "45729"' in run.of(ToolCallStarted)[0].arguments
+    done = run.of(AgentTurnDone)
+    assert any("order number" in d.text for d in done)  # it asked, then waited for the digits
+
+
+async def test_a_key_press_picks_a_menu_choice_and_zero_hands_off(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    run = await run_call(PipelineEngine(profile, models), silence(12.0), dtmf="0",
+                         dtmf_at_s=1.0, until=EndCall)  # fmt: skip
+    assert run.of(Transfer) == [Transfer("queue:customer-service")]
+    assert run.of(EndCall) == [EndCall("transfer")]
+
+
+async def test_a_key_that_is_no_dtmf_digit_is_ignored_not_fatal(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    run = await run_call(PipelineEngine(profile, models), silence(6.0), dtmf="x",
+                         dtmf_at_s=1.0)  # fmt: skip
+    assert not run.of(EndCall) and not run.of(ToolCallStarted)
+    assert run.of(AgentTurnDone)  # the call went on
+
+
+async def test_a_silent_caller_is_prompted_then_politely_hung_up_on(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    run = await run_call(PipelineEngine(profile, models), silence(60.0), until=EndCall)
+    done = [d.text for d in run.of(AgentTurnDone)]
+    assert done[1:] == [profile.idle.prompt, profile.idle.goodbye], done
+    assert run.of(EndCall) == [EndCall("idle")]
+    # The goodbye is spoken before the call ends.
+    end = run.events.index(run.of(EndCall)[0])
+    assert any(isinstance(e, AgentAudio) and e.turn_id == "a3" for e in run.events[:end])
+
+
+@pytest.mark.parametrize("pause_s", [0.6, 1.0])
+async def test_a_pause_mid_sentence_draws_no_reply_until_the_sentence_is_done(
+    profile: AgentProfile, models: PipelineModels, pause_s: float
+) -> None:
+    from callagent.bench.turns import with_pause
+
+    words, at = with_pause(clip("01_order_status"), pause_s)  # "Hi, [pause] I'd like to ..."
+    run = await run_call(PipelineEngine(profile, models),
+                         np.concatenate([silence(14.0), words, silence(6.0)]))  # fmt: skip
+    replies = [d.text for d in run.of(AgentTurnDone)][1:]
+    assert not any("didn't catch" in r for r in replies), replies
+    assert len(replies) == 1 and "order number" in replies[0], replies

@@ -43,6 +43,8 @@ def silence(ms: int, partial: str = "") -> list[tuple[bool, str]]:
         ("my order number is", Completeness.DIGITS),
         ("the order number", Completeness.DIGITS),
         ("", Completeness.COMPLETE),
+        ("actually wait", Completeness.INCOMPLETE),
+        ("no stop", Completeness.INCOMPLETE),
     ],
 )
 def test_completeness_reads_how_the_partial_ends(text: str, kind: Completeness) -> None:
@@ -96,3 +98,43 @@ def test_a_very_long_turn_is_cut() -> None:
 def test_bad_config_is_refused() -> None:
     with pytest.raises(ValueError):
         TurnConfig(hangover_ms=0)
+
+
+def test_a_turn_that_cut_the_agent_off_survives_short_pauses() -> None:
+    # "Actually wait, stop, I need to change the address." with ~300 ms pauses.
+    det = TurnDetector()
+    frames = speech(400, "that's all") + silence(320, "that's all") + speech(300, "that's all you")
+    frames += silence(320, "that's all you") + speech(800, "need to change the address")
+    frames += silence(1000, "need to change the address")
+    events: list[object] = []
+    for i, (s, p) in enumerate(frames):
+        ev = det.frame(s, p)
+        if i == 10:
+            det.took_floor()  # the barge-in policy interrupted the agent here
+        if ev is not None:
+            events.append(ev)
+    assert [type(e) for e in events] == [TurnStarted, TurnEnded]
+    end = events[1]
+    assert isinstance(end, TurnEnded) and end.end_ms == 2140
+    # The same audio without a barge-in ends at the first pause (complete-looking text).
+    assert [type(e) for _, e in run(frames)][:2] == [TurnStarted, TurnEnded]
+    first_end = run(frames)[1][1]
+    assert isinstance(first_end, TurnEnded) and first_end.end_ms == 400
+
+
+def test_the_longer_silence_after_a_barge_in_lasts_one_turn() -> None:
+    det = TurnDetector()
+    for s, p in speech(200, "stop it"):
+        det.frame(s, p)
+    det.took_floor()
+    ends = [det.frame(s, p) for s, p in silence(700, "stop it")]
+    assert [i for i, e in enumerate(ends) if e is not None] == [29]  # 600 ms
+    for s, p in speech(200, "check my order"):
+        det.frame(s, p)
+    ends = [det.frame(s, p) for s, p in silence(400, "check my order")]
+    assert [i for i, e in enumerate(ends) if e is not None] == [11]  # back to 240 ms
+
+
+def test_after_barge_in_silence_is_at_least_the_hangover() -> None:
+    with pytest.raises(ValueError):
+        TurnConfig(hangover_ms=240, after_barge_in_ms=100)

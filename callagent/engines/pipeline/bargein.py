@@ -10,7 +10,9 @@ non-interruptible.
 
 An interruption is provisional: if it brings no words within `resume_ms`
 (~1 s) of its onset, or the caller's utterance ends with nothing but
-backchannel, the policy says `RESUME` and the agent picks up again.
+backchannel or floor-taking words ("wait", "stop": nothing said yet), the
+policy says `RESUME` and the agent picks up again from the cut sentence.
+A stop word still clears playback at once (the stop latency matters more).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["BACKCHANNEL", "BargeInConfig", "BargeInPolicy", "Decision", "is_backchannel"]
+__all__ = [
+    "BACKCHANNEL",
+    "BargeInConfig",
+    "BargeInPolicy",
+    "Decision",
+    "is_backchannel",
+    "says_nothing_yet",
+]
 
 FRAME_MS = 20
 
@@ -28,6 +37,10 @@ BACKCHANNEL = frozenset(
 )
 # Words that interrupt at once whatever else was said (the caller wants the floor).
 _STOP_WORDS = frozenset("stop wait no sorry actually agent human representative".split())
+# Words that only take the floor: an utterance of nothing else says nothing yet.
+# (pocketsphinx also hears a bare "uh-huh" as "stop", so such an utterance is
+# resumed over, like a backchannel.)
+_FLOOR = frozenset("stop wait hold hang on actually sorry excuse me".split())
 
 
 def _words(text: str) -> list[str]:
@@ -38,6 +51,11 @@ def is_backchannel(text: str) -> bool:
     """True when every word is a backchannel token (and there is at least one)."""
     words = _words(text)
     return bool(words) and all(w in BACKCHANNEL for w in words)
+
+
+def says_nothing_yet(text: str) -> bool:
+    """No words, or only backchannels and floor-taking words ("wait", "stop")."""
+    return all(w in BACKCHANNEL or w in _FLOOR for w in _words(text))
 
 
 class Decision(enum.Enum):
@@ -92,7 +110,7 @@ class BargeInPolicy:
             self._onset = None
             self._state = _State.IDLE
         if self._state is _State.INTERRUPTED:
-            if partial and not is_backchannel(partial):
+            if not says_nothing_yet(partial):
                 self._state = _State.YIELDED
                 return Decision.NONE
             assert self._onset is not None
@@ -106,18 +124,18 @@ class BargeInPolicy:
         self._state = _State.OVERLAP
         words = _words(partial)
         if any(w in _STOP_WORDS for w in words):
-            return self._interrupt(yielded=True)
+            return self._interrupt(yielded=not says_nothing_yet(partial))
         if self._speech_ms < self.config.onset_ms:
             return Decision.NONE
         if is_backchannel(partial) and self._speech_ms < self.config.max_backchannel_ms:
             return Decision.NONE
-        return self._interrupt(yielded=bool(words))
+        return self._interrupt(yielded=not says_nothing_yet(partial))
 
     def turn_ended(self, final_text: str) -> Decision:
         """The caller's utterance ended with `final_text` (may be empty)."""
         self._onset = None
         state, self._state = self._state, _State.IDLE
-        if state is _State.INTERRUPTED and (not final_text.strip() or is_backchannel(final_text)):
+        if state is _State.INTERRUPTED and says_nothing_yet(final_text):
             return Decision.RESUME
         return Decision.NONE
 

@@ -12,13 +12,25 @@ Threads and tasks of one call:
 
 Agent speech is tracked on the audio clock: each segment's playout is
 estimated from when it was emitted, and a completed mark (`played`) ends it
-early. Barge-in uses that to know whether the agent is talking.
+early. Barge-in uses that to know whether the agent is talking, and the
+worker's echo canceller uses the same placement as its reference
+(`speech.aec.ReferenceTimeline`, cut where an interruption clears playback).
+
+Stages (`[stages.*]` of the profile): the brain is the scripted flow or an
+LLM over Chat Completions (`llm.LlmBrain`, sentences spoken as they stream,
+tools through the same `ToolRunner`); STT is pocketsphinx, or an
+OpenAI-compatible server given each finished turn's audio (the local decoder
+still gives the partials the turn and barge-in rules read); TTS is piper or
+an OpenAI-compatible server. A provider that fails or stalls is retried
+once; then the caller hears an apology (STT, LLM) or the local voice (TTS).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +40,7 @@ from dataclasses import dataclass, field
 from callagent.agents.flow import (
     Action,
     Flow,
+    FlowError,
     FlowState,
     Hangup,
     ListenFor,
@@ -54,7 +67,7 @@ from callagent.engines.pipeline.bargein import (
     BargeInConfig,
     BargeInPolicy,
     Decision,
-    is_backchannel,
+    says_nothing_yet,
 )
 from callagent.engines.pipeline.listener import (
     BargeIn,
@@ -64,17 +77,24 @@ from callagent.engines.pipeline.listener import (
     SpeechWorker,
     WorkerEvent,
 )
+from callagent.engines.pipeline.llm import LlmBrain
 from callagent.engines.pipeline.models import PipelineModels
 from callagent.engines.pipeline.sentences import split_first_clause, split_sentences
+from callagent.engines.pipeline.stages import NetworkStages, uses_llm
+from callagent.engines.providers.errors import ProviderError
 from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
 from callagent.engines.pipeline.turns import TurnConfig, TurnDetector
+from callagent.speech.aec import EchoCanceller, ReferenceTimeline
 from callagent.speech.stt_pocketsphinx import PocketsphinxStt, Search
+from callagent.speech.tts_piper import to_8k
 from callagent.speech.vad import TwoStageVad
 
 __all__ = ["PipelineEngine"]
 
 log = logging.getLogger(__name__)
 _IDLE_CHECK_MS = 200.0
+STT_APOLOGY = "Sorry, I didn't catch that. Could you say it again?"
+HOLD_MS = 900.0  # extra silence before re-prompting on words the flow cannot use
 
 
 def _shifted(event: WorkerEvent, offset_ms: float) -> WorkerEvent:
@@ -116,6 +136,9 @@ class _TurnState:
     sentences: list[tuple[str, bool]]
     cancelled: bool = False
     segments: list[_Segment] = field(default_factory=list)
+    # An open turn grows while the LLM streams; the speaker waits for more.
+    open: bool = False
+    more: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class PipelineEngine:
@@ -130,8 +153,10 @@ class PipelineEngine:
         turns: TurnConfig | None = None,
         bargein: BargeInConfig | None = None,
     ) -> None:
-        if profile.flow is None:
-            raise ValueError(f"profile {profile.name!r} has no flow: the pipeline needs brain = flow")
+        if profile.flow is None and not uses_llm(profile):
+            raise ValueError(
+                f"profile {profile.name!r} has no brain: the pipeline needs brain = flow or llm"
+            )
         self._profile = profile
         self._loading = models if isinstance(models, Future) else None
         self._models_ready = models if isinstance(models, PipelineModels) else None
@@ -160,6 +185,16 @@ class PipelineEngine:
         self._last_final: Final | None = None
         self._ended = False
         self._closed = False
+        # What the caller heard of the agent, on the audio clock: the echo
+        # canceller's reference (placed when sent, cut at an interruption).
+        self._reference = ReferenceTimeline()
+        self._net = NetworkStages()
+        self._brain: LlmBrain | None = None
+        self._brain_task: asyncio.Task[None] | None = None
+        self._llm_tools: dict[str, asyncio.Future[ToolOutcome]] = {}
+        self._idle_prompted = False  # the llm brain's idle prompt (the flow keeps its own)
+        self._net_tasks: set[asyncio.Task[None]] = set()
+        self._held: tuple[Final, str, float] | None = None  # (final, text, release at ms)
 
     # ---- Engine interface ----------------------------------------------------
 
@@ -172,6 +207,7 @@ class PipelineEngine:
         resources = models.resources.get(self._profile.name)
         if resources is None:
             raise ValueError(f"no STT resources loaded for profile {self._profile.name!r}")
+        self._net = NetworkStages.for_profile(self._profile)
         stt = await loop.run_in_executor(models.executor, PocketsphinxStt, resources)
         vad_settings = self._profile.stages.vad.settings if self._profile.stages else {}
         vad = TwoStageVad(
@@ -187,6 +223,11 @@ class PipelineEngine:
         def post(event: WorkerEvent) -> None:
             loop.call_soon_threadsafe(self._on_worker, _shifted(event, offset))
 
+        echo = None
+        if bool(vad_settings.get("echo_cancel", True)):
+            reference = self._reference
+            echo = (EchoCanceller(), lambda now_ms: reference.frame(now_ms + offset))
+
         self._worker = SpeechWorker(
             vad,
             stt,
@@ -194,6 +235,8 @@ class PipelineEngine:
             lambda now_ms: self.agent_state(now_ms + offset),
             TurnDetector(self._turn_config),
             BargeInPolicy(self._bargein_config),
+            echo=echo,
+            collect_audio=self._net.stt is not None,
             name=f"speech-{call.call_id}",
         )
         self._worker.start()
@@ -203,8 +246,16 @@ class PipelineEngine:
         fields = {f: call.parameters.get(f, "") for f in wanted}
         if "caller_number" in wanted:
             fields["caller_number"] = call.parameters.get("caller_number") or call.from_number
-        self._flow = self._profile.new_flow(fields)
         self._speaker = asyncio.create_task(self._speak_loop())
+        if self._net.chat is not None:
+            p = self._profile
+            self._brain = LlmBrain(self._net.chat, p, fields=dict(call.parameters) | fields)
+            self._brain.opening(p.greeting)
+            opening = [Say(p.ai_disclosure, False), Say(p.recording_disclosure, False),
+                       Say(p.greeting)]  # fmt: skip
+            self._act([a for a in opening if a.text])
+            return
+        self._flow = self._profile.new_flow(fields)
         self._act(self._flow.start())
 
     def feed(self, chunk: Pcm) -> None:
@@ -221,6 +272,8 @@ class PipelineEngine:
             return
         self._worker.feed(chunk.samples)
         self._fed_ms += 1000.0 * len(chunk.samples) / self.input_rate
+        if self._held is not None:
+            self._release_held()
         if self._fed_ms >= self._next_idle_check:
             self._next_idle_check = self._fed_ms + _IDLE_CHECK_MS
             self._idle_tick()
@@ -229,7 +282,12 @@ class PipelineEngine:
         if self._flow is None or self._ended:
             return
         self._last_input_ms = self._fed_ms
-        actions = self._flow.on_dtmf(digit)
+        self._held = None  # a key press answers instead
+        try:
+            actions = self._flow.on_dtmf(digit)
+        except FlowError:
+            log.warning("ignored a key that is not a DTMF digit: %r", digit)
+            return
         if actions:
             self._interrupt_current()
             self._act(actions)
@@ -249,8 +307,13 @@ class PipelineEngine:
         if self._speaker is not None:
             self._speaker.cancel()
             await asyncio.gather(self._speaker, return_exceptions=True)
+        tasks = [*self._net_tasks, *([self._brain_task] if self._brain_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._tools is not None:
             await self._tools.close()
+        await self._net.aclose()
         if self._worker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._worker.stop)
         self._events.put_nowait(None)
@@ -287,8 +350,9 @@ class PipelineEngine:
             self._emit(UserTranscript(event.text, final=False))
         elif isinstance(event, BargeIn):
             if event.decision is Decision.INTERRUPT:
+                cut = self._speaking_turn() or ""
                 self._interrupt_current()
-                self._emit(Metric("barge_in_at_ms", event.at_ms))
+                self._emit(Metric("barge_in_at_ms", event.at_ms, cut))
             elif event.decision is Decision.RESUME:
                 self._resume_speech()
         else:
@@ -297,7 +361,37 @@ class PipelineEngine:
     def _on_final(self, final: Final) -> None:
         self._caller_talking = False
         self._last_input_ms = self._fed_ms
-        text = final.text.strip()
+        if self._net.stt is not None and final.audio is not None and not final.resume:
+            task = asyncio.get_running_loop().create_task(self._transcribe(final))
+            self._net_tasks.add(task)
+            task.add_done_callback(self._net_tasks.discard)
+            return
+        self._on_text(final, final.text)
+
+    async def _transcribe(self, final: Final) -> None:
+        """The network STT's words for the turn (one retry), else an apology."""
+        assert self._net.stt is not None and final.audio is not None
+        t0 = time.perf_counter()
+        for attempt in (1, 2):
+            try:
+                text = await self._net.stt.transcribe(Pcm(final.audio, self.input_rate))
+            except ValueError:
+                text = ""  # too short to hold words: as if nothing was said
+            except ProviderError as exc:
+                log.warning("stt attempt %d failed: %s", attempt, exc)
+                continue
+            stt_ms = 1000.0 * (time.perf_counter() - t0)
+            self._on_text(dataclasses.replace(final, stt_ms=stt_ms), text)
+            return
+        if not self._closed and not self._ended:
+            self._act([Say(STT_APOLOGY)])
+
+    def _on_text(self, final: Final, text: str) -> None:
+        if self._closed:
+            return
+        text = text.strip()
+        if text:
+            self._idle_prompted = False
         if not text:
             if final.resume:
                 self._resume_speech()
@@ -307,12 +401,35 @@ class PipelineEngine:
         self._emit(Metric("stt_ms", final.stt_ms, turn_id))
         self._emit(Metric("endpoint_ms", final.hangover_ms, turn_id))
         overlapped, self._overlapped = self._overlapped, False
-        if final.resume or (overlapped and is_backchannel(text)):
+        if final.resume or (overlapped and says_nothing_yet(text)):
             self._resume_speech()
             return  # a backchannel over the agent: not an answer
+        if self._brain is not None and not self._ended:
+            self._resume = []
+            self._last_final = final
+            self._interrupt_current()
+            if self._brain_task is not None:
+                self._brain_task.cancel()
+            self._brain_task = asyncio.get_running_loop().create_task(self._llm_reply(text, turn_id))
+            return
         if self._flow is None or self._ended:
             return
         self._resume = []
+        if self._held is not None:  # the caller went on after a pause: one answer
+            held, said, _ = self._held
+            self._held = None
+            final = dataclasses.replace(final, start_ms=held.start_ms)
+            text = f"{said} {text}"
+        elif self._would_miss(text):
+            # Words the flow cannot use yet ("hi", "actually wait") are likely
+            # the start of a sentence: wait HOLD_MS more of the audio clock
+            # before re-prompting; if the caller goes on, answer the whole.
+            self._held = (final, text, self._fed_ms + HOLD_MS)
+            return
+        self._flow_reply(final, text, turn_id)
+
+    def _flow_reply(self, final: Final, text: str, turn_id: str) -> None:
+        assert self._flow is not None
         t0 = time.perf_counter()
         actions = self._flow.on_user_text(text, True)
         self._emit(Metric("brain_ms", 1000.0 * (time.perf_counter() - t0), turn_id))
@@ -320,6 +437,24 @@ class PipelineEngine:
         if actions:
             self._interrupt_current()
         self._act(actions)
+
+    def _would_miss(self, text: str) -> bool:
+        """Would the flow only re-prompt on `text` (no choice, digits or intent)?"""
+        flow = self._flow
+        if flow is None or flow.state is not FlowState.LISTENING:
+            return False
+        probe = copy.deepcopy(flow)
+        actions = probe.on_user_text(text, True)
+        moved = probe.node != flow.node or any(not isinstance(a, Say | ListenFor) for a in actions)
+        return bool(actions) and not moved
+
+    def _release_held(self) -> None:
+        if self._held is None or self._caller_talking or self._fed_ms < self._held[2]:
+            return
+        final, text, _ = self._held
+        self._held = None
+        if self._flow is not None and not self._ended:
+            self._flow_reply(final, text, f"a{self._turn_seq + 1}")
 
     # ---- flow actions --------------------------------------------------------
 
@@ -358,9 +493,62 @@ class PipelineEngine:
         self._out.put_nowait(_Speech(turn_id, sentences))
 
     def _on_tool_done(self, request_id: str, outcome: ToolOutcome) -> None:
+        waiter = self._llm_tools.pop(request_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
+            return
         if self._flow is None or self._closed:
             return
         self._act(self._flow.tool_result(request_id, outcome.status, outcome.data))
+
+    # ---- the llm brain ------------------------------------------------------
+
+    async def _llm_reply(self, text: str, turn_id: str) -> None:
+        assert self._brain is not None
+        state: _TurnState | None = None
+
+        def say(sentence: str) -> None:
+            nonlocal state
+            if state is None:
+                self._turn_seq += 1
+                state = self._turns[f"a{self._turn_seq}"] = _TurnState([], open=True)
+                self._out.put_nowait(_Speech(f"a{self._turn_seq}", state.sentences))
+            if not state.cancelled:
+                state.sentences.append((sentence, True))
+                state.more.set()
+
+        t0 = time.perf_counter()
+        try:
+            await self._brain.reply(text, say, self._llm_tool)
+        finally:
+            self._emit(Metric("brain_ms", 1000.0 * (time.perf_counter() - t0), turn_id))
+            if state is not None:
+                state.open = False
+                state.more.set()
+
+    async def _llm_tool(self, call_id: str, name: str, arguments: str) -> str:
+        if self._tools is None:
+            return json.dumps({"error": "tools are not available"})
+        args = json.loads(arguments)
+        if not isinstance(args, dict):
+            return json.dumps({"error": "arguments must be a JSON object"})
+        waiter: asyncio.Future[ToolOutcome] = asyncio.get_running_loop().create_future()
+        self._llm_tools[call_id] = waiter
+        self._tools.run(ToolRequest(call_id, name, args))
+        outcome = await waiter
+        result: dict[str, object] = {"outcome": str(outcome.status), "data": dict(outcome.data)}
+        if outcome.error:
+            result["error"] = outcome.error
+        return json.dumps(result)
+
+    def _llm_idle(self, silence_s: float) -> list[Action]:
+        idle = self._profile.idle
+        if not self._idle_prompted and silence_s >= idle.prompt_after_s:
+            self._idle_prompted = True
+            return [Say(idle.prompt)]
+        if self._idle_prompted and silence_s >= idle.hangup_after_s - idle.prompt_after_s:
+            return [Say(idle.goodbye), Hangup("idle")]
+        return []
 
     # ---- barge-in ------------------------------------------------------------
 
@@ -380,9 +568,12 @@ class PipelineEngine:
             return  # disclosures play to the end
         first = playing[0].index if playing else len(state.sentences)
         self._resume = state.sentences[first:]
+        if self._brain is not None:
+            self._brain.heard(" ".join(s for s, _ in state.sentences[:first]))
         state.cancelled = True
         self._segments = [s for s in self._segments if s.turn_id != turn_id]
         self._speech_end_ms = max([now, *(s.end_ms for s in self._segments)])
+        self._reference.cut(now)  # the clear stops playback here
         self._emit(Interrupt(turn_id))
 
     def _resume_speech(self) -> None:
@@ -393,7 +584,6 @@ class PipelineEngine:
     # ---- the speaker task --------------------------------------------------
 
     async def _speak_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         models = self._models_ready
         assert models is not None  # set in start() before this task exists
         while True:
@@ -403,13 +593,17 @@ class PipelineEngine:
                 continue
             state = self._turns[item.turn_id]
             said: list[str] = []
-            for index, (sentence, interruptible) in enumerate(item.sentences):
-                if state.cancelled:
+            index = -1
+            while not state.cancelled:
+                index += 1
+                while index >= len(item.sentences) and state.open and not state.cancelled:
+                    state.more.clear()
+                    await state.more.wait()
+                if index >= len(item.sentences) or state.cancelled:
                     break
+                sentence, interruptible = item.sentences[index]
                 t0 = time.perf_counter()
-                pcm = await loop.run_in_executor(
-                    models.executor, models.tts.prompt_8k, sentence
-                )
+                pcm = await self._synthesize(sentence, models)
                 if state.cancelled:
                     break
                 if index == 0:
@@ -419,6 +613,7 @@ class PipelineEngine:
                                interruptible, index)  # fmt: skip
                 state.segments.append(seg)
                 self._segments.append(seg)
+                self._reference.add(seg.start_ms, pcm.samples)
                 self._speech_end_ms = max(self._speech_end_ms, seg.end_ms)
                 said.append(sentence)
                 self._emit(AgentTextDelta(item.turn_id, (" " if index else "") + sentence))
@@ -426,6 +621,19 @@ class PipelineEngine:
                                       interruptible=interruptible))  # fmt: skip
             if said:
                 self._emit(AgentTurnDone(item.turn_id, " ".join(said)))
+
+    async def _synthesize(self, sentence: str, models: PipelineModels) -> Pcm:
+        """8 kHz speech for a sentence: the network voice (one retry), else piper."""
+        loop = asyncio.get_running_loop()
+        if self._net.tts is not None:
+            for attempt in (1, 2):
+                try:
+                    pcm = await self._net.tts.synthesize(sentence)
+                    return await loop.run_in_executor(models.executor, to_8k, pcm)
+                except ProviderError as exc:
+                    log.warning("tts attempt %d failed: %s", attempt, exc)
+            # The caller hears the words in the local voice rather than silence.
+        return await loop.run_in_executor(models.executor, models.tts.prompt_8k, sentence)
 
     def _first_audio_metrics(self, turn_id: str, tts_ms: float) -> None:
         self._emit(Metric("tts_ms", tts_ms, turn_id))
@@ -438,13 +646,16 @@ class PipelineEngine:
 
     def _idle_tick(self) -> None:
         flow = self._flow
-        if flow is None or self._ended or flow.state is not FlowState.LISTENING:
+        if self._ended or (flow is not None and flow.state is not FlowState.LISTENING):
             return
+        if flow is None and (self._brain is None or self._net_tasks
+                             or (self._brain_task is not None and not self._brain_task.done())):
+            return  # fmt: skip
         if self._caller_talking or not self._out.empty() or self._speaking_turn() is not None:
             return
         since = max(self._last_input_ms, self._speech_end_ms)
         silence_s = max(0.0, self._fed_ms - since) / 1000.0
-        actions = flow.on_silence(silence_s)
+        actions = flow.on_silence(silence_s) if flow is not None else self._llm_idle(silence_s)
         if actions:
             self._act(actions)
 

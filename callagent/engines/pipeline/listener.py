@@ -8,6 +8,11 @@ back with `post` (e.g. `loop.call_soon_threadsafe`). pocketsphinx holds the
 GIL inside its native calls, so every native call is kept to one 20 ms chunk:
 the loop then waits at most a couple of milliseconds for the GIL.
 
+With an echo canceller (`echo=`), each caller frame is first cleaned of the
+agent's own voice (WebRTC AEC3 against the reference audio that played at the
+same time on the audio clock); the VAD, the policies and STT see the cleaned
+audio, and the canceller's energy watchdog may veto the start of a speech run.
+
 STT only runs inside a turn: a 300 ms pre-roll of 16 kHz audio is kept and fed
 first when the VAD opens, so word onsets are not lost and idle lines cost only
 the VAD's cheap first stage.
@@ -33,6 +38,7 @@ from callagent.engines.pipeline.turns import (
     TurnEnded,
     TurnStarted,
 )
+from callagent.speech.aec import EchoCanceller
 from callagent.speech.stt_pocketsphinx import CHUNK_SAMPLES, PocketsphinxStt, Search
 from callagent.speech.vad import FRAME_SAMPLES, TwoStageVad
 
@@ -61,6 +67,7 @@ class Final:
     hangover_ms: float  # silence waited after the end of speech
     decided_at: float  # perf_counter when the turn end was decided
     resume: bool  # the barge-in policy says this utterance was no interruption
+    audio: npt.NDArray[np.int16] | None = None  # the turn at 8 kHz (collect_audio=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,8 @@ class BargeIn:
 WorkerEvent = SpeechStarted | Partial | Final | BargeIn
 # (agent speaking, interruptible) at a time on the audio clock
 AgentState = Callable[[float], tuple[bool, bool]]
+# The agent audio (8 kHz, 20 ms) that played from a time on the audio clock.
+Reference = Callable[[float], npt.NDArray[np.int16]]
 
 
 class SpeechWorker:
@@ -84,6 +93,8 @@ class SpeechWorker:
         turns: TurnDetector,
         bargein: BargeInPolicy,
         *,
+        echo: tuple[EchoCanceller, Reference] | None = None,
+        collect_audio: bool = False,
         name: str = "speech-worker",
     ) -> None:
         self._vad = vad
@@ -102,6 +113,15 @@ class SpeechWorker:
             maxlen=_PREROLL_CHUNKS
         )
         self._partial = ""
+        self._echo = echo
+        self._in_speech = False
+        # With collect_audio, each turn's (cleaned) 8 kHz audio, from 300 ms
+        # before its onset, goes out with its Final (for a network STT).
+        self._collect = collect_audio
+        self._preroll8: collections.deque[npt.NDArray[np.int16]] = collections.deque(
+            maxlen=_PREROLL_CHUNKS
+        )
+        self._turn_audio: list[npt.NDArray[np.int16]] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.busy_s = 0.0  # CPU-side time spent on frames (for metrics)
         self.frames = 0
@@ -144,20 +164,38 @@ class SpeechWorker:
 
     def _frame(self, frame: npt.NDArray[np.int16]) -> None:
         self.frames += 1
+        echo = False
+        if self._echo is not None:
+            canceller, reference = self._echo
+            cleaned = canceller.process(frame, reference(self._turns.now_ms))
+            frame, up, echo = cleaned.clean_8k, cleaned.clean_16k, cleaned.echo
+        else:
+            up = self._up.resample_chunk(frame)
         vad = self._vad.process(frame)
-        up: npt.NDArray[np.int16] = self._up.resample_chunk(frame)
+        # The echo watchdog may only veto the start of a speech run: inside one
+        # (the caller talking over our echo) quiet syllables are the caller's.
+        speech = vad.is_speech and (self._in_speech or not echo)
+        self._in_speech = speech
         self._pending16 = np.concatenate((self._pending16, up))
         chunks: list[npt.NDArray[np.int16]] = []
         while len(self._pending16) >= CHUNK_SAMPLES:
             chunks.append(self._pending16[:CHUNK_SAMPLES].copy())
             self._pending16 = self._pending16[CHUNK_SAMPLES:]
-        event = self._turns.frame(vad.is_speech, self._partial)
+        event = self._turns.frame(speech, self._partial)
         now = self._turns.now_ms
+        if self._collect:
+            if self._turns.in_turn and not isinstance(event, TurnStarted):
+                self._turn_audio.append(frame)
+            else:
+                self._preroll8.append(frame)
         if isinstance(event, TurnStarted):
             self._partial = ""
             self._post(SpeechStarted(event.start_ms))
             chunks = [*self._preroll, *chunks]
             self._preroll.clear()
+            if self._collect:
+                self._turn_audio = list(self._preroll8)
+                self._preroll8.clear()
         if self._turns.in_turn or isinstance(event, TurnEnded):
             for chunk in chunks:
                 hyp = self._stt.process(chunk)
@@ -168,12 +206,14 @@ class SpeechWorker:
             self._preroll.extend(chunks)
         speaking, interruptible = self._agent_state(now)
         decision = self._bargein.frame(
-            speech=vad.is_speech,
+            speech=speech,
             agent_speaking=speaking,
             interruptible=interruptible,
             partial=self._partial,
         )
         if decision is not Decision.NONE:
+            if decision is Decision.INTERRUPT:
+                self._turns.took_floor()
             self._post(BargeIn(decision, now))
         if isinstance(event, TurnEnded):
             self._end_turn(event, now)
@@ -186,7 +226,13 @@ class SpeechWorker:
         self._partial = ""
         text = "" if event.noise else final.text
         resume = self._bargein.turn_ended(text) is Decision.RESUME
+        audio = None
+        if self._collect:
+            audio = np.concatenate(self._turn_audio) if self._turn_audio else None
+            self._turn_audio = []
+            if event.noise:
+                audio = None
         self._post(
             Final(text, event.start_ms, event.end_ms, stt_ms, event.rule, now - event.end_ms,
-                  decided, resume)
+                  decided, resume, audio)
         )  # fmt: skip

@@ -24,7 +24,16 @@ from callagent.speech.lm import LmResources, build_resources
 from callagent.speech.tts_piper import PiperTts
 from callagent.speech.vad import SileroModel
 
-__all__ = ["PipelineModels", "shared_models"]
+__all__ = ["CALLER_CUES", "PipelineModels", "shared_models"]
+
+# What callers say over the agent, whatever the agent: the recogniser must know
+# these words, or a backchannel or a "wait, stop" comes out as some flow phrase
+# ("that's all") and the barge-in policy cannot tell them apart.
+CALLER_CUES: tuple[str, ...] = (
+    "uh-huh", "mm-hm", "mhm", "yeah", "yes", "okay", "right", "sure", "hmm",
+    "actually wait", "wait", "stop", "hold on", "sorry", "no wait", "wait stop",
+    "actually wait stop", "excuse me", "hang on",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +51,7 @@ class PipelineModels:
         for p in profiles:
             if "pipeline" not in {r.engine for r in p.routes}:
                 continue
-            phrases = p.expected_phrases()
+            phrases = (*p.expected_phrases(), *CALLER_CUES)
             digest = hashlib.sha256("\n".join(phrases).encode()).hexdigest()[:12]
             resources[p.name] = build_resources(phrases, base / f"{p.name}-{digest}")
         tts = PiperTts(threads=1, cache_size=128)
@@ -59,16 +68,27 @@ class PipelineModels:
 
 
 def _warm(tts: PiperTts, profile: AgentProfile) -> None:
-    """Synthesise the fixed opening (disclosures, greeting) into the voice's
-    cache, so every call starts speaking at once (~1-2 s of CPU per profile)."""
+    """Synthesise every fixed sentence the agent can say (the opening, each
+    node's prompt and re-prompt, the idle lines) into the voice's cache, as the
+    engine cuts them (a turn's first sentence split at its first comma), so
+    those replies start at once. Texts with {placeholders} are synthesised
+    when said. A few seconds of CPU per profile, in the loader thread."""
     assert profile.flow is not None
-    for i, say in enumerate(profile.flow.opening):
-        sentences = split_sentences(say.text)
-        if i == 0 and sentences:
-            sentences = split_first_clause(sentences[0]) + sentences[1:]
-        for sentence in sentences:
-            if "{" not in sentence:
-                tts.prompt_8k(sentence)
+    flow = profile.flow
+    texts = [say.text for say in flow.opening] + [flow.idle.prompt, flow.idle.goodbye]
+    texts += [t for node in flow.nodes.values() for t in _node_texts(node)]
+    wanted: dict[str, None] = {}
+    for text in texts:
+        for sentence in split_sentences(text):
+            for piece in (sentence, *split_first_clause(sentence)):
+                if "{" not in piece:
+                    wanted[piece] = None
+    for sentence in list(wanted)[: max(0, tts.cache_size - 16)]:
+        tts.prompt_8k(sentence)
+
+
+def _node_texts(node: object) -> list[str]:
+    return [t for name in ("say", "no_match") if isinstance(t := getattr(node, name, ""), str) and t]
 
 
 _lock = threading.Lock()

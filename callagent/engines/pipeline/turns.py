@@ -10,7 +10,15 @@ The silence hangover before a turn ends depends on how the partial ends:
   ("and", "to", "the", "my", "um"): `incomplete_ms`;
 - digits being spelled out ("four five ..."), or a carrier phrase before a
   number ("my order number is"): `digits_ms`, since callers pause between
-  digit groups.
+  digit groups;
+- a floor-taking word ("wait", "stop", "actually", "sorry", "hold on"): a
+  preamble, more is coming, so `incomplete_ms`.
+After the caller has barged in on the agent (`took_floor()`), the turn needs
+at least `after_barge_in_ms` of silence whatever the words: people who cut in
+say "actually wait, stop, I need ..." with pauses between the pieces, and a
+reply in such a pause would be cut off by the rest of the sentence. Every rule
+runs on the frame count (the audio clock), so the same audio always gives the
+same turns, however the threads are scheduled.
 A turn that never brought a single frame of confirmed speech longer than
 `min_speech_ms` is dropped as noise (`TurnEnded.noise`).
 """
@@ -40,6 +48,8 @@ _FUNCTION = frozenset(
 )
 _FILLERS = frozenset("um umm uh uhm er erm ah hmm mm like well".split())
 _DIGITS = frozenset("zero oh one two three four five six seven eight nine".split())
+# Words a caller takes the floor with before saying what they want.
+_PREAMBLE = frozenset("wait stop actually sorry hold hang excuse listen hey".split())
 
 
 class Completeness(enum.Enum):
@@ -58,7 +68,7 @@ def completeness(partial: str) -> Completeness:
     announced = last == "number" or (last == "is" and "number" in words[-3:-1])
     if last in _DIGITS or last.isdigit() or announced:
         return Completeness.DIGITS
-    if last in _CONJUNCTIONS or last in _FUNCTION or last in _FILLERS:
+    if last in _CONJUNCTIONS or last in _FUNCTION or last in _FILLERS or last in _PREAMBLE:
         return Completeness.INCOMPLETE
     return Completeness.COMPLETE
 
@@ -70,10 +80,13 @@ class TurnConfig:
     digits_ms: int = 1200
     min_speech_ms: int = 80  # shorter bursts are noise
     max_turn_ms: int = 30_000  # a turn is cut here even if speech continues
+    after_barge_in_ms: int = 600  # least silence ending a turn that cut the agent off
 
     def __post_init__(self) -> None:
         if not 0 < self.hangover_ms <= self.incomplete_ms and self.hangover_ms <= self.digits_ms:
             raise ValueError("need 0 < hangover_ms <= incomplete_ms, digits_ms")
+        if self.after_barge_in_ms < self.hangover_ms:
+            raise ValueError("need after_barge_in_ms >= hangover_ms")
 
     def silence_needed_ms(self, partial: str) -> int:
         kind = completeness(partial)
@@ -109,6 +122,12 @@ class TurnDetector:
         self._start: float | None = None
         self._last_speech_end = 0.0
         self._speech_ms = 0.0
+        self._took_floor = False
+
+    def took_floor(self) -> None:
+        """The current turn cut the agent off: it ends after a longer silence."""
+        if self._start is not None:
+            self._took_floor = True
 
     @property
     def in_turn(self) -> bool:
@@ -135,7 +154,10 @@ class TurnDetector:
                 return self._end(Completeness.COMPLETE)
             return None
         silence = self._now - self._last_speech_end
-        if silence >= self.config.silence_needed_ms(partial):
+        needed = self.config.silence_needed_ms(partial)
+        if self._took_floor:
+            needed = max(needed, self.config.after_barge_in_ms)
+        if silence >= needed:
             return self._end(completeness(partial))
         return None
 
@@ -149,4 +171,5 @@ class TurnDetector:
         )
         self._start = None
         self._speech_ms = 0.0
+        self._took_floor = False
         return ended

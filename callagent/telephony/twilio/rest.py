@@ -162,6 +162,11 @@ class TwilioRest:
                 return
             raise
 
+    async def update_twiml(self, call_sid: str, twiml: str) -> None:
+        """Replace a live call's TwiML (a transfer: ``<Dial>``); ends its media stream.
+        ``TwilioRestError`` when Twilio refuses (e.g. the call already ended)."""
+        await self._run(lambda: self._client.calls(call_sid).update(twiml=twiml))
+
     async def _run(self, fn: Callable[[], _T]) -> _T:
         try:
             return await asyncio.to_thread(fn)

@@ -1,22 +1,46 @@
-"""Twilio's HTTP webhooks: answer a call with <Connect><Stream>, take status callbacks.
+"""Twilio's HTTP webhooks: answer a call with <Connect><Stream>, take status callbacks
+and asynchronous answering-machine verdicts.
 
 Every webhook verifies X-Twilio-Signature first; a missing or bad signature
-gets 403, a counter and an audit event. Nothing here awaits the database:
-records go to the recorder's queue.
+gets 403, a counter and an audit event. A signed post that lacks a field or
+carries a bad value gets 400 naming the field, and nothing is recorded.
+Nothing here awaits the database: records go to the recorder's queue.
+
+``/twilio/amd`` (the ``AsyncAmdStatusCallback``): the post has ``CallSid``,
+``AccountSid``, ``AnsweredBy`` and ``MachineDetectionDuration`` but no
+``CallStatus``. The verdict is stored as a status event of the call with
+``sequence = AMD_SEQUENCE`` (-1: below every Twilio ``SequenceNumber``, so it never
+overrides a real status) and status ``in-progress`` (a verdict means the call was
+answered); the dialer reads ``AnsweredBy`` from it when the call ends
+(``campaigns.store.apply_status_events``). For a campaign call (the dialer's URL
+carries ``campaign``, ``attempt``, ``voicemail`` and ``message``) the voicemail
+policy (``campaigns.voicemail.decide``) then runs after the response is sent: hang
+up, or say the message after the beep, by a call update over the REST API.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
+from typing import Final
 
+from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from callagent.call.records import AuditRecord, CallOpened, CallStatusChanged
+from callagent.campaigns.voicemail import (
+    ANSWERED_BY,
+    AmdAction,
+    AmdQueryError,
+    VoicemailRest,
+    decide,
+    parse_amd_query,
+)
 from callagent.services import Services, new_call_id
 from callagent.telephony.twilio.signature import SignatureVerdict, public_request_url
 from callagent.telephony.twilio.twiml import StreamTarget, connect_stream_twiml
@@ -24,6 +48,11 @@ from callagent.telephony.twilio.twiml import StreamTarget, connect_stream_twiml
 log = logging.getLogger(__name__)
 
 TWIML = "application/xml"
+AMD_SEQUENCE: Final = -1
+CALL_STATUSES: Final = frozenset({"queued", "initiated", "ringing", "in-progress", "completed",
+                                  "busy", "failed", "no-answer", "canceled"})
+_CALL_SID: Final = re.compile(r"CA[0-9a-fA-F]{32}")
+_ATTEMPT: Final = re.compile(r"([0-9]+):[0-9]+")
 
 
 async def _verified_form(request: Request, services: Services) -> FormData | Response:
@@ -84,6 +113,8 @@ async def voice(request: Request, services: Services, form: FormData) -> Respons
     # Outbound calls placed by our dialer name their agent and call id in the URL.
     call_id = request.query_params.get("call_id") or new_call_id()
     agent = request.query_params.get("agent") or services.settings.agent.default_profile
+    campaign = request.query_params.get("campaign", "")
+    attempt = _ATTEMPT.fullmatch(request.query_params.get("attempt", ""))
     now = services.now()
     services.recorder.submit(
         CallOpened(
@@ -95,6 +126,8 @@ async def voice(request: Request, services: Services, form: FormData) -> Respons
             to_number=_field(form, "To"),
             twilio_call_sid=call_sid,
             started_at=now,
+            campaign_id=int(campaign) if campaign.isdigit() else None,
+            contact_id=int(attempt.group(1)) if attempt else None,
         )
     )
     services.recorder.submit(
@@ -126,11 +159,16 @@ async def status(request: Request, services: Services, form: FormData) -> Respon
     call_status = _field(form, "CallStatus")
     if not call_sid or not call_status:
         return PlainTextResponse("missing CallSid or CallStatus", status_code=400)
-    try:
-        sequence = int(_field(form, "SequenceNumber") or 0)
-    except ValueError:
-        sequence = 0
+    if call_status not in CALL_STATUSES:
+        return _bad(f"CallStatus: expected one of {', '.join(sorted(CALL_STATUSES))}, "
+                    f"got {call_status!r}")
+    sequence_text = _field(form, "SequenceNumber")
+    if sequence_text and not sequence_text.isdigit():
+        return _bad(f"SequenceNumber: expected a non-negative integer, got {sequence_text!r}")
+    sequence = int(sequence_text or 0)      # missing: tolerated (Twilio always sends it)
     duration_text = _field(form, "CallDuration")
+    if duration_text and not duration_text.isdigit():
+        return _bad(f"CallDuration: expected seconds, got {duration_text!r}")
     services.recorder.submit(
         CallStatusChanged(
             twilio_call_sid=call_sid,
@@ -142,6 +180,74 @@ async def status(request: Request, services: Services, form: FormData) -> Respon
         )
     )
     return Response(status_code=204)
+
+
+def _bad(message: str) -> Response:
+    return PlainTextResponse(message, status_code=400)
+
+
+@twilio_webhook
+async def amd(request: Request, services: Services, form: FormData) -> Response:
+    call_sid = _field(form, "CallSid")
+    answered_by = _field(form, "AnsweredBy")
+    detection_ms = _field(form, "MachineDetectionDuration")
+    if not _CALL_SID.fullmatch(call_sid):
+        return _bad(f"CallSid: expected CA followed by 32 hex digits, got {call_sid!r}")
+    if answered_by not in ANSWERED_BY:
+        return _bad(f"AnsweredBy: expected one of {', '.join(sorted(ANSWERED_BY))}, "
+                    f"got {answered_by!r}")
+    if detection_ms and not detection_ms.isdigit():
+        return _bad(f"MachineDetectionDuration: expected milliseconds, got {detection_ms!r}")
+    try:
+        query = parse_amd_query(request.query_params)
+    except AmdQueryError as exc:
+        return _bad(f"AMD callback URL: {exc}")
+    now = services.now()
+    services.recorder.submit(
+        CallStatusChanged(twilio_call_sid=call_sid, status="in-progress", sequence=AMD_SEQUENCE,
+                          at=now, answered_by=answered_by)
+    )
+    action = decide(answered_by, query.policy) if query is not None else None
+    details: dict[str, object] = {
+        "call_sid": call_sid, "answered_by": answered_by,
+        "detection_ms": int(detection_ms) if detection_ms else None,
+        "action": action.value if action else None,
+    }
+    if query is not None:
+        details |= {"campaign_id": query.campaign_id, "attempt": query.attempt}
+    services.recorder.submit(
+        AuditRecord(action="call.amd", actor="twilio", at=now, details=details)
+    )
+    services.metrics.inc("callagent_amd_verdicts_total", answered_by=answered_by)
+    if action is None or query is None:
+        return Response(status_code=204)
+    return Response(status_code=204, background=BackgroundTask(
+        _voicemail_action, services, call_sid, action, query.message))
+
+
+async def _voicemail_action(
+    services: Services, call_sid: str, action: AmdAction, message: str,
+) -> None:
+    """Runs after the 204 went out: Twilio does not wait for the REST update."""
+    twilio = services.settings.twilio
+    result = "ok"
+    try:
+        rest = VoicemailRest(twilio.account_sid, twilio.auth_token, base_url=twilio.api_base_url)
+        try:
+            if action is AmdAction.LEAVE_MESSAGE:
+                await rest.say_and_hang_up(call_sid, message)
+            else:
+                await rest.hang_up(call_sid)
+        finally:
+            rest.close()
+    except Exception as exc:        # a failed update leaves the agent on the line: say so
+        result = f"failed: {exc}"
+        log.warning("call %s: voicemail action %s failed: %s", call_sid, action.value, exc)
+        services.metrics.inc("callagent_amd_action_failures_total", action=action.value)
+    services.recorder.submit(
+        AuditRecord(action="call.voicemail", actor="dialer", at=services.now(),
+                    details={"call_sid": call_sid, "action": action.value, "result": result})
+    )
 
 
 @twilio_webhook
@@ -159,5 +265,6 @@ def routes() -> list[Route]:
     return [
         Route("/twilio/voice", voice, methods=["POST"]),
         Route("/twilio/status", status, methods=["POST"]),
+        Route("/twilio/amd", amd, methods=["POST"]),
         Route("/twilio/stream-status", stream_status, methods=["POST"]),
     ]

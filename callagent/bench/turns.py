@@ -1,0 +1,508 @@
+"""Turn-taking benchmark: scripted callers against the real service, scored on what they heard.
+
+``scripts/bench turns`` starts ``callagent serve`` as a process of its own
+(SQLite in a temporary directory) with ``--profile`` (default
+customer_service: the embedded pipeline) as the agent, waits until its
+models have loaded, and plays scripted caller scenarios through the Twilio
+Media Streams protocol (signed webhook and WebSocket upgrade, real-time
+20 ms mu-law frames, marks echoed, ``clear`` honoured: the simulator's
+`TwilioPeer` and `CallerPlayout`). The callers react to what they hear, on
+the playout clock: they answer once the agent has been quiet for a moment,
+or talk over it while it speaks. Scoring uses only what the caller said and
+heard, so any engine is measured the same way (``--engine duplex`` runs the
+scenarios against a profile of the duplex engine).
+
+Per scenario and overall:
+
+- turn-taking latency: end of the caller's speech -> first agent audio heard
+  after it (p50 / p95);
+- barge-in stop latency: onset of the caller's speech over the agent -> the
+  last agent audio heard (p50 / p95);
+- backchannels ("uh-huh", "yes") over the agent that stopped it (a ``clear``
+  within 1.5 s of their onset), and how many of those resumed;
+- mid-sentence pauses (0.4-1.0 s, spliced into the caller's sentence at a
+  word gap) during which agent audio was heard: a reply that came too soon;
+- the server's CPU-seconds per call-second.
+
+Optionally ``--echo-db -25`` sends the agent's own audio back into the
+caller's channel (200 ms late, that many dB down), as a phone line does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import websockets
+
+from callagent.audio.codec import pcm_to_ulaw, ulaw_to_pcm
+from callagent.audio.pcm import Samples
+from callagent.audio.wavfile import read_wav
+from callagent.bench.media import free_port, machine, proc_cpu_seconds
+from callagent.sim.caller import parse_stream_twiml
+from callagent.sim.playout import CallerPlayout
+from callagent.store.db import PROJECT_ROOT
+from callagent.telephony.twilio.peer import OutboundClear, OutboundMark, OutboundMedia, TwilioPeer
+from callagent.telephony.twilio.signature import SignatureChecker
+
+__all__ = ["SCENARIOS", "Step", "main", "score"]
+
+RATE = 8000
+FRAME = 160
+TOKEN = "bench-token"
+AUDIO = PROJECT_ROOT.parent / "shared" / "audio"
+QUIET_S = 1.2  # the agent's turn is over once nothing has played for this long
+TARGETS = {"turn_p50": 0.35, "stop_p95": 0.25, "wrong_stops": 0.05, "wrong_replies": 0.05}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One thing the caller says.
+
+    kind "answer": once the agent has been quiet for QUIET_S after speaking;
+    "over": while the agent speaks, after `after_heard_s` of its audio in
+    this call (barge-in or backchannel, by `role`). `pause_s` splices a
+    silence into the clip at its first word gap (a mid-sentence pause).
+    """
+
+    kind: str  # "answer" | "over"
+    clip: str
+    role: str = "turn"  # "turn" | "barge" | "backchannel"
+    after_heard_s: float = 0.0
+    pause_s: float = 0.0
+
+
+SCENARIOS: dict[str, list[Step]] = {
+    "order_status": [Step("answer", "01_order_status"), Step("answer", "02_account_number")],
+    "barge_in_menu": [Step("over", "05_barge_in_change_address", "barge", after_heard_s=8.0)],
+    "barge_in_reply": [Step("answer", "01_order_status"),
+                       Step("over", "06_human_please", "barge", after_heard_s=13.0)],
+    "backchannel_uh_huh": [Step("over", "03_uh_huh", "backchannel", after_heard_s=8.0),
+                           Step("answer", "01_order_status")],
+    "backchannel_yes": [Step("over", "04_yes", "backchannel", after_heard_s=8.5),
+                        Step("answer", "01_order_status")],
+    "pause_0.4": [Step("answer", "01_order_status", pause_s=0.4)],
+    "pause_0.7": [Step("answer", "02_account_number", pause_s=0.7)],
+    "pause_1.0": [Step("answer", "01_order_status", pause_s=1.0)],
+}  # fmt: skip
+
+
+# ---- caller audio ----------------------------------------------------------------
+
+
+def _loud(samples: Samples) -> np.ndarray:
+    frames = samples[: len(samples) // FRAME * FRAME].reshape(-1, FRAME).astype(np.float64)
+    return np.asarray(np.sqrt((frames**2).mean(axis=1)) > 330.0)  # -40 dBFS
+
+
+def with_pause(samples: Samples, pause_s: float) -> tuple[Samples, float]:
+    """The clip with `pause_s` of silence spliced into its first gap between words
+    (>= 60 ms below -40 dBFS after the first 300 ms of speech); returns the
+    audio and where the pause starts (s)."""
+    loud = _loud(samples)
+    first = int(np.argmax(loud))
+    for i in range(first + 15, len(loud) - 3):
+        if not loud[i] and not loud[i + 1] and not loud[i + 2] and loud[i + 3 :].any():
+            cut = (i + 1) * FRAME
+            gap = np.zeros(int(pause_s * RATE), np.int16)
+            return np.concatenate([samples[:cut], gap, samples[cut:]]), cut / RATE
+    raise ValueError("no gap between words to put a pause in")
+
+
+def speech_span(samples: Samples) -> tuple[float, float]:
+    loud = _loud(samples)
+    idx = np.flatnonzero(loud)
+    return idx[0] * FRAME / RATE, (idx[-1] + 1) * FRAME / RATE
+
+
+# ---- one scripted call -------------------------------------------------------------
+
+
+@dataclass
+class Said:
+    step: Step
+    start: float  # call clock (s) of the first frame of the clip
+    onset: float
+    end: float
+    pause: tuple[float, float] | None = None
+
+
+@dataclass
+class CallLog:
+    scenario: str
+    said: list[Said] = field(default_factory=list)
+    heard: list[tuple[float, float]] = field(default_factory=list)  # agent audio intervals
+    clears: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""
+
+
+def _heard_intervals(playout: CallerPlayout) -> list[tuple[float, float]]:
+    spans: list[tuple[float, float]] = []
+    for seg in playout.segments:
+        loud = np.flatnonzero(np.abs(seg.samples.astype(np.int32)) > 300)
+        if not len(loud):
+            continue
+        a, b = seg.start + loud[0] / RATE, seg.start + (loud[-1] + 1) / RATE
+        if spans and a <= spans[-1][1] + 0.25:  # gaps inside speech are not turns
+            spans[-1] = (spans[-1][0], max(spans[-1][1], b))
+        else:
+            spans.append((a, b))
+    return spans
+
+
+def _playing(playout: CallerPlayout, t: float) -> bool:
+    return any(s.start <= t < s.end and np.abs(s.samples).max(initial=0) > 300 for s in playout.segments)
+
+
+def _heard_s(playout: CallerPlayout, t: float) -> float:
+    return sum(max(0.0, min(s.end, t) - s.start) for s in playout.segments)
+
+
+async def _post(http: httpx.AsyncClient, base: str, path: str, form: dict[str, str]) -> httpx.Response:
+    sig = SignatureChecker(TOKEN, True).sign(base + path, form)
+    return await http.post(base + path, data=form, headers={"X-Twilio-Signature": sig})
+
+
+async def run_scenario(base: str, name: str, steps: Sequence[Step], echo_db: float | None,
+                       limit_s: float = 60.0) -> CallLog:  # fmt: skip
+    log = CallLog(name)
+    call_sid, stream_sid = "CA" + secrets.token_hex(16), "MZ" + secrets.token_hex(16)
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15005550006",
+            "To": "+15005550001", "CallStatus": "ringing", "Direction": "inbound",
+            "ApiVersion": "2010-04-01"}  # fmt: skip
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        resp = await _post(http, base, "/twilio/voice", form)
+        if resp.status_code != 200:
+            log.error = f"voice webhook answered {resp.status_code}"
+            return log
+        url, params = parse_stream_twiml(resp.text)
+        ws_url = f"ws://{urlsplit(base).netloc}{urlsplit(url).path}"
+        headers = {"X-Twilio-Signature": SignatureChecker(TOKEN, True).sign(url)}
+        async with websockets.connect(ws_url, additional_headers=headers) as ws:
+            await _converse(ws, log, steps, echo_db, limit_s, call_sid, stream_sid, params)
+        await _post(http, base, "/twilio/status", {**form, "CallStatus": "completed",
+                                                   "SequenceNumber": "3"})  # fmt: skip
+    return log
+
+
+async def _converse(ws: websockets.ClientConnection, log: CallLog, steps: Sequence[Step],
+                    echo_db: float | None, limit_s: float, call_sid: str, stream_sid: str,
+                    params: dict[str, str]) -> None:  # fmt: skip
+    peer = TwilioPeer(stream_sid=stream_sid, call_sid=call_sid, account_sid="AC" + "0" * 32)
+    playout = CallerPlayout()
+    t0 = time.monotonic()
+
+    def now() -> float:
+        return time.monotonic() - t0
+
+    await ws.send(peer.connected())
+    await ws.send(peer.start(custom_parameters=params))
+    closed = asyncio.Event()
+
+    async def receive() -> None:
+        try:
+            async for message in ws:
+                t = now()
+                for event in peer.receive(message):
+                    if isinstance(event, OutboundMedia):
+                        playout.on_media(ulaw_to_pcm(event.ulaw), t)
+                    elif isinstance(event, OutboundMark):
+                        playout.on_mark(event.name, t)
+                    elif isinstance(event, OutboundClear):
+                        log.clears.append(t)
+                        for name in playout.on_clear(t):
+                            await ws.send(peer.mark(name))
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            closed.set()
+
+    receiver = asyncio.create_task(receive())
+    pending = list(steps)
+    speaking: Samples | None = None
+    pos = 0
+    last_agent = 0.0
+    heard_any = False
+    done_at: float | None = None
+    n = 0
+    try:
+        while not closed.is_set() and n * FRAME / RATE < limit_s:
+            t = n * FRAME / RATE
+            delay = t - now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for name in playout.due_marks(now()):
+                await ws.send(peer.mark(name))
+            playing = _playing(playout, t)
+            if playing:
+                last_agent, heard_any = t, True
+            if speaking is None and pending:
+                step = pending[0]
+                ready = (heard_any and not playing and t - last_agent >= QUIET_S) if step.kind == "answer" \
+                    else (playing and _heard_s(playout, t) >= step.after_heard_s)  # fmt: skip
+                if ready:
+                    pending.pop(0)
+                    clip = read_wav(AUDIO / f"{step.clip}.wav").samples
+                    pause = None
+                    if step.pause_s:
+                        clip, at = with_pause(clip, step.pause_s)
+                        pause = (t + at, t + at + step.pause_s)
+                    onset, end = speech_span(clip)
+                    log.said.append(Said(step, t, t + onset, t + end, pause))
+                    speaking, pos = clip, 0
+            frame = np.zeros(FRAME)
+            if speaking is not None:
+                part = speaking[pos : pos + FRAME]
+                frame[: len(part)] += part
+                pos += FRAME
+                if pos >= len(speaking):
+                    speaking = None
+            if echo_db is not None:
+                frame += _echo(playout, t - 0.2) * 10 ** (echo_db / 20)
+            await ws.send(peer.media(pcm_to_ulaw(np.clip(frame, -32768, 32767).astype(np.int16)),
+                                     timestamp_ms=int(1000 * t)))  # fmt: skip
+            if not pending and speaking is None and done_at is None:
+                done_at = t
+            if done_at is not None and t - done_at > 8.0 and not playing and t - last_agent > 2.0:
+                break
+            n += 1
+        await ws.send(peer.stop())
+    finally:
+        log.seconds = n * FRAME / RATE
+        log.heard = _heard_intervals(playout)
+        if not closed.is_set():
+            await ws.close()
+        await receiver
+        if pending:
+            log.error = f"{len(pending)} step(s) never came up (the agent did not speak or stop)"
+
+
+def _echo(playout: CallerPlayout, t: float) -> np.ndarray:
+    out = np.zeros(FRAME)
+    for seg in playout.segments:
+        a = int(round((t - seg.start) * RATE))
+        if a + FRAME <= 0 or a >= len(seg.samples):
+            continue
+        lo, hi = max(0, a), min(len(seg.samples), a + FRAME)
+        out[lo - a : hi - a] = seg.samples[lo:hi]
+    return out
+
+
+# ---- scoring -------------------------------------------------------------------
+
+
+@dataclass
+class Scores:
+    turn_latency_s: list[float] = field(default_factory=list)
+    stop_latency_s: list[float] = field(default_factory=list)
+    not_stopped: int = 0
+    backchannels: int = 0
+    wrong_stops: int = 0
+    resumed: int = 0
+    pauses: int = 0
+    wrong_replies: int = 0
+    missing_replies: int = 0
+
+    def add(self, other: Scores) -> None:
+        for name, value in asdict(other).items():
+            mine = getattr(self, name)
+            setattr(self, name, mine + value)
+
+
+def score(log: CallLog) -> Scores:
+    s = Scores()
+    for said in log.said:
+        role = said.step.role
+        if role == "turn":
+            after = [a for a, _ in log.heard if a >= said.end - 0.05]
+            if said.pause is not None:
+                s.pauses += 1
+                p0, _ = said.pause
+                s.wrong_replies += any(a < said.end and b > p0 for a, b in log.heard)
+            if after:
+                s.turn_latency_s.append(max(0.0, after[0] - said.end))
+            else:
+                s.missing_replies += 1
+        elif role == "barge":
+            spans = [(a, b) for a, b in log.heard if a <= said.onset < b]
+            if not spans:
+                continue  # the agent was not audible at the onset
+            _, end = spans[0]
+            if end >= said.end:
+                s.not_stopped += 1
+            else:
+                s.stop_latency_s.append(end - said.onset)
+        else:
+            s.backchannels += 1
+            stopped = any(said.onset - 0.05 <= c <= said.onset + 1.5 for c in log.clears)
+            s.wrong_stops += stopped
+            if stopped:  # the agent picked up again before the caller's next step
+                s.resumed += any(said.end < a < said.end + 3.0 for a, _ in log.heard)
+    return s
+
+
+def _pct(values: Sequence[float], q: float) -> str:
+    return f"{np.percentile(values, q):.3f}" if values else "-"
+
+
+def render(title: str, s: Scores) -> str:
+    def share(k: int, n: int) -> str:
+        return f"{k}/{n}" + (f" ({100 * k / n:.0f} %)" if n else "")
+
+    return (
+        f"{title:<22} turn-taking s p50 {_pct(s.turn_latency_s, 50)} p95 {_pct(s.turn_latency_s, 95)} "
+        f"(n={len(s.turn_latency_s)}, no reply {s.missing_replies}) | "
+        f"barge-in stop s p50 {_pct(s.stop_latency_s, 50)} p95 {_pct(s.stop_latency_s, 95)} "
+        f"(n={len(s.stop_latency_s)}, never stopped {s.not_stopped}) | "
+        f"backchannel stops {share(s.wrong_stops, s.backchannels)}, resumed {s.resumed} | "
+        f"replies in pauses {share(s.wrong_replies, s.pauses)}"
+    )
+
+
+# ---- the server ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serve(workdir: Path, profile: str, engine: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    env = {**os.environ, "CALLAGENT_TWILIO_AUTH_TOKEN": TOKEN, "CALLAGENT_DATABASE_URL": url,
+           "CALLAGENT_RECORDER_JOURNAL_DIR": str(workdir / "journal"),
+           "CALLAGENT_SERVER_PUBLIC_ORIGIN": f"http://127.0.0.1:{port}",
+           "CALLAGENT_AGENT_DEFAULT_PROFILE": profile, "CALLAGENT_AGENT_ENGINE": engine}  # fmt: skip
+    python = [sys.executable, "-m", "callagent"]
+    subprocess.run([*python, "db", "upgrade", "--url", url], check=True, cwd=PROJECT_ROOT, env=env,
+                   capture_output=True)  # fmt: skip
+    log = (workdir / "server.log").open("wb")
+    proc = subprocess.Popen([*python, "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "warning"], cwd=PROJECT_ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: see {workdir / 'server.log'}")
+            time.sleep(0.2)
+        yield proc, base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _settle(pid: int, limit_s: float = 240.0) -> None:
+    """Wait until the server uses under 2 % of a CPU over a second (models loaded)."""
+    deadline = time.monotonic() + limit_s
+    before = sum(proc_cpu_seconds(pid))
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = sum(proc_cpu_seconds(pid))
+        if now - before < 0.02:
+            return
+        before = now
+
+
+def _profile_for(engine: str, profile: str | None) -> str:
+    if profile:
+        return profile
+    if engine == "pipeline":
+        return "customer_service"
+    from callagent.agents.profile import load_profiles
+
+    for p in load_profiles(PROJECT_ROOT / "config" / "agents").values():
+        if p.engine == engine and p.direction != "outbound":
+            return p.name
+    raise SystemExit(f"scripts/bench turns: no inbound profile uses engine {engine!r}; pass --profile")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/bench turns", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--engine", default="pipeline", help="pipeline (default) or duplex")
+    p.add_argument("--profile", help="agent profile (default: customer_service for the pipeline, "
+                                     "else the first inbound profile of --engine)")  # fmt: skip
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated; default all")
+    p.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
+    p.add_argument("--echo-db", type=float, help="echo the agent's audio into the caller's channel")
+    p.add_argument("--json", help="also write the raw logs and scores here")
+    args = p.parse_args(argv)
+    names = [n for n in args.scenarios.split(",") if n]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or args.repeat < 1:
+        p.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}" if unknown
+                else "--repeat must be >= 1")  # fmt: skip
+    profile = _profile_for(args.engine, args.profile)
+    logs: list[CallLog] = []
+    with tempfile.TemporaryDirectory(prefix="callagent-turns-") as tmp, serve(
+        Path(tmp), profile, args.engine
+    ) as (proc, base):
+        print(f"bench turns: server pid {proc.pid}, profile {profile}; waiting for its models",
+              file=sys.stderr, flush=True)  # fmt: skip
+        # A first call makes a lazily loading engine load; then wait for quiet.
+        asyncio.run(run_scenario(base, "warm-up", [], None, limit_s=3.0))
+
+        _settle(proc.pid)
+        cpu0 = sum(proc_cpu_seconds(proc.pid))
+        for _ in range(args.repeat):
+            for name in names:
+                log = asyncio.run(run_scenario(base, name, SCENARIOS[name], args.echo_db))
+                print(f"bench turns: {name}: {log.seconds:.0f} s"
+                      + (f", ERROR {log.error}" if log.error else ""), file=sys.stderr, flush=True)
+                logs.append(log)
+        cpu = sum(proc_cpu_seconds(proc.pid)) - cpu0
+    call_s = sum(log.seconds for log in logs)
+    total = Scores()
+    print(f"turns benchmark: engine {args.engine}, profile {profile}, {len(logs)} calls, "
+          f"{call_s:.0f} call-seconds; echo {args.echo_db if args.echo_db is not None else 'none'} dB; "
+          f"machine: {os.cpu_count()} cores, {machine()}")
+    for name in names:
+        mine = Scores()
+        for log in logs:
+            if log.scenario == name:
+                mine.add(score(log))
+        total.add(mine)
+        print(render(name, mine))
+    print(render("ALL", total))
+    print(f"server CPU s per call-second: {cpu / call_s:.3f}" if call_s else "no calls")
+    wrong = total.wrong_stops / total.backchannels if total.backchannels else 0.0
+    replies = total.wrong_replies / total.pauses if total.pauses else 0.0
+    checks = [
+        ("turn-taking p50 <= 0.35 s", bool(total.turn_latency_s)
+         and float(np.percentile(total.turn_latency_s, 50)) <= TARGETS["turn_p50"]),
+        ("barge-in stop p95 <= 0.25 s", bool(total.stop_latency_s) and not total.not_stopped
+         and float(np.percentile(total.stop_latency_s, 95)) <= TARGETS["stop_p95"]),
+        ("backchannel wrong stops <= 5 %", wrong <= TARGETS["wrong_stops"]),
+        ("replies in mid-sentence pauses <= 5 %", replies <= TARGETS["wrong_replies"]),
+    ]  # fmt: skip
+    for label, ok in checks:
+        print(f"target {label}: {'met' if ok else 'MISSED'}")
+    errors = [f"{log.scenario}: {log.error}" for log in logs if log.error]
+    for e in errors:
+        print(f"error: {e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"logs": [asdict(log) for log in logs],
+                                               "total": asdict(total)}, indent=1))  # fmt: skip
+    return 1 if errors else 0

@@ -1,0 +1,472 @@
+"""LocalDuplexEngine: the duplex engine's local backend, all on this machine's CPU.
+
+Every 20 ms caller frame, in the call's speech thread (`_Worker`):
+echo cancellation against what we played (`speech.aec`: AEC3 + watchdog) ->
+two-stage VAD -> streaming pocketsphinx partials (pushed to the controller
+every 200 ms chunk) -> `TurnPolicy.frame()`, which decides listen / answer /
+pause / resume / yield. Decisions come back to the event loop, which runs the
+scripted flow (the profile's, as in the pipeline), speaks through piper in the
+shared executor, and runs tools as background tasks (the pipeline's
+`ToolRunner`).
+
+Overlaps: a caller who talks over us for `soft_pause_ms` is a soft pause:
+`Interrupt` clears Twilio's buffer at once (we keep the position); if the
+overlap proves a backchannel, side talk or noise, the rest of the turn is
+resumed from the cut sentence as a new turn; if it is an interruption we
+yield and answer the caller. Echo of our own voice never counts (the
+reference timeline is what we sent, placed on the audio clock at its
+estimated playout). Non-interruptible speech (disclosures) is never paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from callagent.agents.flow import Action, Flow, FlowState, Hangup, ListenFor, Say, ToolRequest
+from callagent.agents.flow import Transfer as FlowTransfer
+from callagent.agents.profile import AgentProfile
+from callagent.audio.pcm import Pcm
+from callagent.engines.base import (
+    AgentAudio,
+    AgentTextDelta,
+    AgentTurnDone,
+    CallContext,
+    EndCall,
+    EngineEvent,
+    Interrupt,
+    Metric,
+    PlaybackProgress,
+    Transfer,
+    UserTranscript,
+)
+from callagent.engines.duplex.policy import (
+    Answer,
+    Decision,
+    FrameIn,
+    Pause,
+    PolicyConfig,
+    Resume,
+    State,
+    TurnPolicy,
+    Yield,
+)
+from callagent.engines.pipeline.models import PipelineModels
+from callagent.engines.pipeline.sentences import split_sentences
+from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
+from callagent.speech.aec import EchoCanceller, ReferenceTimeline
+from callagent.speech.stt_pocketsphinx import PocketsphinxStt, Search
+from callagent.speech.vad import TwoStageVad
+
+__all__ = ["LocalDuplexEngine"]
+
+log = logging.getLogger(__name__)
+FRAME = 160  # 20 ms at 8 kHz
+CHUNK_FRAMES = 10  # the 200 ms chunk: partials reach the controller this often
+PREROLL_FRAMES = 10
+_IDLE_CHECK_MS = 200.0
+RESUME_PREFIX_AFTER_MS = 1500.0  # a longer pause resumes with "As I was saying, ..."
+
+
+@dataclass(frozen=True, slots=True)
+class _Partial:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    decision: Decision
+    text: str  # the final transcript for an Answer, the partial otherwise
+
+
+_Post = Callable[[_Partial | _Decided], None]
+
+
+def _dbfs(frame: npt.NDArray[np.int16]) -> float:
+    energy = float(np.dot(frame, frame.astype(np.float64))) / len(frame)
+    return 10.0 * math.log10(energy / 32768.0**2 + 1e-12)
+
+
+class _Worker(threading.Thread):
+    """The call's speech thread: echo, VAD, STT and the controller, frame by frame."""
+
+    def __init__(self, vad: TwoStageVad, stt: PocketsphinxStt, aec: EchoCanceller,
+                 reference: ReferenceTimeline, policy: TurnPolicy, post: _Post,
+                 start_ms: float, name: str) -> None:  # fmt: skip
+        super().__init__(name=name, daemon=True)
+        self._vad, self._stt, self._aec = vad, stt, aec
+        self._reference = reference
+        self.policy = policy
+        self._post = post
+        self._t = start_ms
+        self._q: queue.SimpleQueue[npt.NDArray[np.int16] | tuple[Search, int] | None] = (
+            queue.SimpleQueue())  # fmt: skip
+        self._preroll: list[npt.NDArray[np.int16]] = []
+        self._in_utt = False
+        self._frames_in_utt = 0
+        self._sent_partial = ""
+        self._latest = ""
+        self.error: BaseException | None = None
+
+    def feed(self, frame: npt.NDArray[np.int16]) -> None:
+        self._q.put(frame)
+
+    def use_search(self, search: Search, min_digits: int = 0) -> None:
+        self._q.put((search, min_digits))
+
+    def stop(self) -> None:
+        self._q.put(None)
+        self.join()
+
+    def run(self) -> None:
+        try:
+            while (item := self._q.get()) is not None:
+                if isinstance(item, tuple):
+                    self._stt.use_search(item[0])
+                    self.policy.min_digits = item[1]
+                else:
+                    self._frame(item)
+        except BaseException as exc:  # surfaced by the engine on the next feed
+            self.error = exc
+        finally:
+            self._vad.close()
+
+    def _frame(self, frame: npt.NDArray[np.int16]) -> None:
+        t = self._t
+        self._t += 20.0
+        policy = self.policy
+        policy.agent_speaking(t < self._reference.end_ms())
+        echo = self._aec.process(frame, self._reference.frame(t))
+        vad = self._vad.process(echo.clean_8k)
+        before = policy.state
+        decisions = policy.frame(FrameIn(t, vad.is_speech, echo.echo, _dbfs(frame)))
+        in_run = policy.state in (State.USER_TALKING, State.USER_PAUSE, State.OVERLAP,
+                                  State.PAUSED)  # fmt: skip
+        if in_run and not self._in_utt:
+            for old in self._preroll:
+                self._hear(old)
+            self._preroll.clear()
+            self._in_utt, self._frames_in_utt, self._sent_partial = True, 0, ""
+            self._latest = ""
+        if self._in_utt:
+            self._hear(echo.clean_16k)
+            self._frames_in_utt += 1
+            if self._frames_in_utt % CHUNK_FRAMES == 0:
+                self._push_partial()
+        else:
+            self._preroll = [*self._preroll[1 - PREROLL_FRAMES :], echo.clean_16k]
+        for d in decisions:
+            if isinstance(d, Answer):
+                final = self._stt.end_utterance().text if self._in_utt else ""
+                self._in_utt = False
+                self._post(_Decided(d, final))
+            else:
+                self._post(_Decided(d, self._sent_partial))
+        if self._in_utt and not in_run and before is not State.USER_PAUSE:
+            self._stt.end_utterance()  # a resumed overlap or a blip: not a turn
+            self._in_utt = False
+
+    def _hear(self, chunk_16k: npt.NDArray[np.int16]) -> None:
+        heard = self._stt.process(chunk_16k)
+        if heard is not None:
+            self._latest = heard.text
+
+    def _push_partial(self) -> None:
+        text = self._latest
+        if text != self._sent_partial:
+            self._sent_partial = text
+            self.policy.partial(text)
+            self._post(_Partial(text))
+
+
+@dataclass
+class _Segment:
+    turn_id: str
+    index: int
+    start_ms: float
+    end_ms: float
+    interruptible: bool
+
+
+@dataclass
+class _Turn:
+    sentences: list[tuple[str, bool]]
+    cancelled: bool = False
+    segments: list[_Segment] = field(default_factory=list)
+
+
+class LocalDuplexEngine:
+    name = "duplex:local"
+    input_rate = 8000
+
+    def __init__(
+        self,
+        profile: AgentProfile,
+        models: PipelineModels | Future[PipelineModels],
+        policy: PolicyConfig | None = None,
+    ) -> None:
+        if profile.flow is None:
+            raise ValueError(f"profile {profile.name!r} has no flow: the local duplex backend "
+                             "runs the profile's scripted flow")  # fmt: skip
+        self._profile = profile
+        self._models_arg = models
+        self._models: PipelineModels | None = models if isinstance(models, PipelineModels) else None
+        self._policy_config = policy or PolicyConfig()
+        self._events: asyncio.Queue[EngineEvent | None] = asyncio.Queue()
+        self._out: asyncio.Queue[str | EngineEvent] = asyncio.Queue()
+        self._reference = ReferenceTimeline()
+        self._worker: _Worker | None = None
+        self._flow: Flow | None = None
+        self._tools: ToolRunner | None = None
+        self._speaker: asyncio.Task[None] | None = None
+        self._turns: dict[str, _Turn] = {}
+        self._segments: list[_Segment] = []
+        self._resume: list[tuple[str, bool]] = []
+        self._paused_at_ms = 0.0
+        self._seq = 0
+        self._fed_ms = 0.0
+        self._speech_end_ms = 0.0  # when the speech sent so far ends (idle baseline)
+        self._last_input_ms = 0.0
+        self._next_idle = _IDLE_CHECK_MS
+        self._ended = False
+        self._closed = False
+
+    # ---- Engine interface ---------------------------------------------------------
+
+    async def start(self, call: CallContext) -> None:
+        loop = asyncio.get_running_loop()
+        if self._models is None:
+            assert isinstance(self._models_arg, Future)
+            self._models = await asyncio.wrap_future(self._models_arg)
+        models = self._models
+        resources = models.resources.get(self._profile.name)
+        if resources is None:
+            raise ValueError(f"no STT resources loaded for profile {self._profile.name!r}")
+        stt = await loop.run_in_executor(models.executor, PocketsphinxStt, resources)
+        aec = await loop.run_in_executor(models.executor, EchoCanceller)
+        vad = TwoStageVad(models.silero)
+
+        def post(item: _Partial | _Decided) -> None:
+            loop.call_soon_threadsafe(self._on_worker, item)
+
+        self._worker = _Worker(vad, stt, aec, self._reference, TurnPolicy(self._policy_config),
+                               post, self._fed_ms, f"duplex-{call.call_id}")  # fmt: skip
+        self._worker.start()
+        self._tools = ToolRunner(models.orders, self._emit, self._on_tool_done)
+        spec = self._profile.flow
+        fields = {f: call.parameters.get(f, "") for f in (spec.fields if spec else ())}
+        if "caller_number" in fields:
+            fields["caller_number"] = call.parameters.get("caller_number") or call.from_number
+        self._flow = self._profile.new_flow(fields)
+        self._speaker = asyncio.create_task(self._speak_loop())
+        self._emit(Metric(f"engine.{self.name}", 1.0))  # which engine served the call
+        self._act(self._flow.start())
+
+    def feed(self, chunk: Pcm) -> None:
+        if chunk.rate != self.input_rate:
+            raise ValueError(f"{self.name} takes {self.input_rate} Hz audio, got {chunk.rate}")
+        worker = self._worker
+        samples = chunk.samples
+        if worker is not None and worker.error is not None and not self._ended:
+            self._ended = True
+            log.error("duplex speech worker failed", exc_info=worker.error)
+            self._emit(EndCall("engine failure: speech worker"))
+        usable = len(samples) - len(samples) % FRAME
+        for i in range(0, usable, FRAME):
+            if worker is not None and not self._closed:
+                worker.feed(samples[i : i + FRAME])
+            self._fed_ms += 20.0
+        if self._fed_ms >= self._next_idle:
+            self._next_idle = self._fed_ms + _IDLE_CHECK_MS
+            self._idle_tick()
+
+    def dtmf(self, digit: str) -> None:
+        if self._flow is None or self._ended:
+            return
+        self._last_input_ms = self._fed_ms
+        actions = self._flow.on_dtmf(digit)
+        if actions:
+            self._stop_speech(drop=True)
+            self._act(actions)
+
+    def played(self, progress: PlaybackProgress) -> None:
+        if progress.complete:
+            self._segments = [s for s in self._segments if s.turn_id != progress.turn_id]
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._speaker is not None:
+            self._speaker.cancel()
+            await asyncio.gather(self._speaker, return_exceptions=True)
+        if self._tools is not None:
+            await self._tools.close()
+        if self._worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._worker.stop)
+        self._events.put_nowait(None)
+
+    # ---- controller decisions ---------------------------------------------------------
+
+    def _on_worker(self, item: _Partial | _Decided) -> None:
+        if self._closed:
+            return
+        self._last_input_ms = self._fed_ms
+        if isinstance(item, _Partial):
+            self._emit(UserTranscript(item.text, final=False))
+            return
+        d = item.decision
+        if isinstance(d, Pause):
+            self._paused_at_ms = d.at_ms
+            if self._stop_speech(drop=False):
+                self._emit(Metric("duplex_pause_after_onset_ms", d.at_ms + 20.0 - d.onset_ms))
+        elif isinstance(d, Resume):
+            self._emit(Metric(f"duplex_resume_{d.kind.value}", 1.0))
+            if self._resume and not self._ended:
+                sentences, self._resume = self._resume, []
+                if d.at_ms - self._paused_at_ms > RESUME_PREFIX_AFTER_MS:
+                    text, interruptible = sentences[0]
+                    sentences[0] = (f"As I was saying, {text[:1].lower()}{text[1:]}",
+                                    interruptible)  # fmt: skip
+                self._queue(sentences)
+        elif isinstance(d, Yield):
+            self._stop_speech(drop=True)
+            self._resume = []
+            self._emit(Metric("duplex_yield_after_onset_ms", d.at_ms + 20.0 - d.onset_ms))
+        else:
+            self._answer(d, item.text.strip())
+
+    def _answer(self, d: Answer, text: str) -> None:
+        self._emit(Metric(f"duplex_endpoint_{d.rule}_ms", d.silence_ms))
+        if not text or self._flow is None or self._ended:
+            return
+        self._emit(UserTranscript(text, final=True, end_ms=d.at_ms - d.silence_ms))
+        self._resume = []
+        actions = self._flow.on_user_text(text, True)
+        if actions:
+            self._stop_speech(drop=True)
+        self._act(actions)
+
+    def _stop_speech(self, *, drop: bool) -> bool:
+        """Clear the interruptible speech playing now; keep the rest unless `drop`."""
+        now = self._fed_ms
+        playing = [s for s in self._segments if s.end_ms > now]
+        for state in self._turns.values():
+            if not state.segments and all(i for _, i in state.sentences):
+                state.cancelled = True  # queued, not yet audible
+        if not playing:
+            return False
+        if any(not s.interruptible for s in playing):
+            return False  # disclosures play to the end
+        turn_id = playing[0].turn_id
+        state = self._turns[turn_id]
+        state.cancelled = True
+        self._resume = [] if drop else state.sentences[playing[0].index :]
+        self._segments = [s for s in self._segments if s.turn_id != turn_id]
+        self._speech_end_ms = max([now, *(s.end_ms for s in self._segments)])
+        self._reference.cut(now)
+        self._emit(Interrupt(turn_id))
+        return True
+
+    # ---- flow and speech ------------------------------------------------------------
+
+    def _act(self, actions: Sequence[Action]) -> None:
+        says: list[tuple[str, bool]] = []
+        for action in actions:
+            if isinstance(action, Say):
+                says += [(s, action.interruptible) for s in split_sentences(action.text)]
+                continue
+            if says:
+                self._queue(says)
+                says = []
+            if isinstance(action, ListenFor) and self._worker is not None:
+                if action.kind == "digits":
+                    spec = action.digits
+                    self._worker.use_search(Search.DIGITS, spec.min_len if spec else 1)
+                else:
+                    self._worker.use_search(Search.DOMAIN)
+            elif isinstance(action, ToolRequest) and self._tools is not None:
+                self._tools.run(action)
+            elif isinstance(action, FlowTransfer):
+                self._ended = True
+                self._out.put_nowait(Transfer(action.target))
+                self._out.put_nowait(EndCall("transfer"))
+            elif isinstance(action, Hangup):
+                self._ended = True
+                self._out.put_nowait(EndCall(action.reason))
+        if says:
+            self._queue(says)
+
+    def _queue(self, sentences: list[tuple[str, bool]]) -> None:
+        self._seq += 1
+        turn_id = f"d{self._seq}"
+        self._turns[turn_id] = _Turn(sentences)
+        self._out.put_nowait(turn_id)
+
+    def _on_tool_done(self, request_id: str, outcome: ToolOutcome) -> None:
+        if self._flow is not None and not self._closed:
+            self._act(self._flow.tool_result(request_id, outcome.status, outcome.data))
+
+    async def _speak_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        models = self._models
+        assert models is not None
+        while True:
+            item = await self._out.get()
+            if not isinstance(item, str):
+                self._emit(item)
+                continue
+            state = self._turns[item]
+            said: list[str] = []
+            for index, (sentence, interruptible) in enumerate(state.sentences):
+                if state.cancelled:
+                    break
+                t0 = time.perf_counter()
+                pcm = await loop.run_in_executor(models.executor, models.tts.prompt_8k, sentence)
+                if state.cancelled:
+                    break
+                if index == 0:
+                    self._emit(Metric("tts_ms", 1000.0 * (time.perf_counter() - t0), item))
+                start = max([self._fed_ms, *(s.end_ms for s in self._segments)])
+                seg = _Segment(item, index, start, start + pcm.duration_ms, interruptible)
+                state.segments.append(seg)
+                self._segments.append(seg)
+                self._reference.add(start, pcm.samples)
+                self._speech_end_ms = max(self._speech_end_ms, seg.end_ms)
+                said.append(sentence)
+                self._emit(AgentTextDelta(item, (" " if index else "") + sentence))
+                self._emit(AgentAudio(item, pcm, segment_end=True, interruptible=interruptible))
+            if said:
+                self._emit(AgentTurnDone(item, " ".join(said)))
+
+    def _idle_tick(self) -> None:
+        flow = self._flow
+        if flow is None or self._ended or flow.state is not FlowState.LISTENING:
+            return
+        worker = self._worker
+        if worker is not None and worker.policy.state is not State.LISTEN:
+            return
+        if not self._out.empty() or any(s.end_ms > self._fed_ms for s in self._segments):
+            return
+        end = max(self._last_input_ms, self._speech_end_ms)
+        actions = flow.on_silence(max(0.0, self._fed_ms - end) / 1000.0)
+        if actions:
+            self._act(actions)
+
+    def _emit(self, event: EngineEvent) -> None:
+        if not self._closed or isinstance(event, EndCall):
+            self._events.put_nowait(event)

@@ -1,0 +1,335 @@
+"""The local duplex controller: every 20 ms frame, decide listen / answer / pause / resume / yield.
+
+Pure: no clock (frames carry their time on the call's audio clock), no I/O,
+no models. The local engine's worker thread feeds it one `FrameIn` per 20 ms
+of caller audio (VAD decision, echo flag, level) plus the streaming partial
+transcript, and the agent's playback state; it returns `Decision`s.
+duplex-design.md section B is the specification; the defaults are its table.
+
+States (`State`) and the moves between them (`_MOVES` is the whole table):
+
+    LISTEN --speech start--> USER_TALKING --200 ms quiet--> USER_PAUSE
+    USER_PAUSE --endpoint delay--> RESPONDING (Answer)      --speech--> USER_TALKING
+    SPEAKING --speech start over us--> OVERLAP --soft_pause_ms--> PAUSED (Pause)
+    OVERLAP/PAUSED --interruption--> USER_TALKING (Yield)
+    OVERLAP/PAUSED --backchannel, side talk, short noise, then quiet--> SPEAKING (Resume)
+
+Overlap classes (`Overlap`): echo and background speech (quieter than the
+caller's own level by `background_margin_db`) never start an overlap; a
+short run of backchannel words resumes; side talk ("honey", "one sec") with
+no question to us resumes; anything long, wordy, a stop word or a question
+is an interruption.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "BACKCHANNELS",
+    "STOP_WORDS",
+    "Answer",
+    "Decision",
+    "FrameIn",
+    "Overlap",
+    "Pause",
+    "PolicyConfig",
+    "Resume",
+    "State",
+    "TurnPolicy",
+    "Yield",
+    "completeness",
+]
+
+FRAME_MS: Final = 20.0
+BACKCHANNELS: Final = frozenset({"uh-huh", "uh", "huh", "mm-hm", "mhm", "mm", "hm", "yeah", "yes",
+                                 "yep", "right", "okay", "ok", "sure", "got", "it", "i", "see",
+                                 "alright", "oh", "all"})  # fmt: skip
+STOP_WORDS: Final = frozenset({"stop", "wait", "no", "sorry", "actually", "excuse", "agent",
+                               "human", "representative", "hold"})  # fmt: skip
+SIDE_TALK: Final = frozenset({"honey", "sweetie", "kids", "mom", "dad", "sec", "second",
+                              "minute", "later"})  # fmt: skip
+QUESTION_STARTS: Final = frozenset({"what", "when", "where", "why", "how", "who", "which", "can",
+                                    "could", "is", "are", "do", "does", "will", "would"})  # fmt: skip
+INCOMPLETE_ENDS: Final = frozenset({"and", "or", "but", "so", "because", "the", "a", "an", "to",
+                                    "of", "for", "in", "on", "at", "with", "my", "your", "our",
+                                    "um", "uh", "er", "like", "is", "number", "from"})  # fmt: skip
+_WORD = re.compile(r"[a-z][a-z'-]*|[0-9]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+DIGIT_WORDS: Final = frozenset({"zero", "oh", "one", "two", "three", "four", "five", "six",
+                                "seven", "eight", "nine"})  # fmt: skip
+
+
+def completeness(text: str, min_digits: int = 0) -> int:
+    """-1: the partial ends mid-phrase (conjunction, article, filler) or a number
+    shorter than the `min_digits` the agent asked for; +1: a question, a
+    complete-looking request or a whole number; 0: cannot tell."""
+    words = _words(text)
+    if not words:
+        return 0
+    if min_digits:
+        digits = sum(len(w) if w.isdigit() else w in DIGIT_WORDS for w in words)
+        if digits >= min_digits:
+            return 1
+        return -1
+    if words[-1] in INCOMPLETE_ENDS or words[-1].isdigit() and len(words) < 3:
+        return -1
+    if words[0] in QUESTION_STARTS or len(words) >= 4:
+        return 1
+    return 0
+
+
+class State(enum.Enum):
+    LISTEN = "listen"
+    USER_TALKING = "user_talking"
+    USER_PAUSE = "user_pause"
+    RESPONDING = "responding"  # answered; waiting for the agent's speech to start
+    SPEAKING = "speaking"
+    OVERLAP = "overlap"  # caller speech over ours, not yet paused
+    PAUSED = "paused"  # our speech cleared at a known position, deciding
+
+
+class Overlap(enum.Enum):
+    INTERRUPTION = "interruption"
+    BACKCHANNEL = "backchannel"
+    SIDE_TALK = "side_talk"
+    NOISE = "noise"  # too short to be anything
+
+
+@dataclass(frozen=True, slots=True)
+class FrameIn:
+    t_ms: float  # start of the frame on the call's audio clock
+    speech: bool  # the VAD's decision for this frame
+    echo: bool = False  # the echo watchdog calls it our own voice
+    level_db: float = -90.0  # frame level, dBFS
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The caller's turn ended: answer it."""
+
+    at_ms: float
+    silence_ms: float
+    rule: str  # which endpoint rule fired: complete | neutral | incomplete | cap
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Clear our playback now, keeping the position (a soft pause)."""
+
+    at_ms: float
+    onset_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Not an interruption: resume from the cut clause."""
+
+    at_ms: float
+    kind: Overlap
+
+
+@dataclass(frozen=True, slots=True)
+class Yield:
+    """A real interruption: drop the rest of our turn; the caller has the floor."""
+
+    at_ms: float
+    onset_ms: float
+    reason: str
+
+
+Decision = Answer | Pause | Resume | Yield
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    start_window: int = 10  # frames
+    start_votes: int = 8  # speech frames in the window to start
+    end_quiet_ms: float = 200.0
+    endpoint_complete_ms: float = 250.0
+    endpoint_neutral_ms: float = 600.0
+    endpoint_incomplete_ms: float = 1200.0
+    endpoint_cap_ms: float = 2500.0
+    soft_pause_ms: float = 200.0  # confirmed overlap before we pause (stop <= 250 ms from onset)
+    interrupt_ms: float = 600.0  # this much overlap speech is an interruption
+    interrupt_words: int = 3
+    backchannel_max_ms: float = 1000.0
+    resume_quiet_ms: float = 800.0
+    background_margin_db: float = 10.0
+
+
+_MOVES: Final[dict[State, frozenset[State]]] = {
+    State.LISTEN: frozenset({State.USER_TALKING, State.SPEAKING}),
+    State.USER_TALKING: frozenset({State.USER_PAUSE}),
+    State.USER_PAUSE: frozenset({State.USER_TALKING, State.RESPONDING, State.SPEAKING}),
+    State.RESPONDING: frozenset({State.SPEAKING, State.USER_TALKING, State.LISTEN}),
+    State.SPEAKING: frozenset({State.OVERLAP, State.LISTEN, State.USER_TALKING}),
+    State.OVERLAP: frozenset({State.PAUSED, State.SPEAKING, State.USER_TALKING, State.LISTEN}),
+    State.PAUSED: frozenset({State.SPEAKING, State.USER_TALKING, State.LISTEN}),
+}
+
+
+class IllegalMove(RuntimeError):
+    pass
+
+
+@dataclass
+class _Run:
+    onset_ms: float
+    speech_ms: float = 0.0
+    last_speech_ms: float = 0.0
+    text: str = ""
+
+
+@dataclass
+class TurnPolicy:
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    state: State = State.LISTEN
+    caller_level_db: float | None = None  # EMA over the caller's confirmed speech
+    _window: deque[bool] = field(default_factory=lambda: deque(maxlen=10))
+    _run: _Run | None = None
+    _quiet_ms: float = 0.0
+    _paused_at: float = 0.0
+    min_digits: int = 0  # the agent asked for a number this long (0: not a number)
+
+    # ---- inputs --------------------------------------------------------------------
+
+    def partial(self, text: str) -> None:
+        if self._run is not None:
+            self._run.text = text
+
+    def agent_speaking(self, speaking: bool) -> None:
+        """Our audio began (or finished) playing."""
+        if speaking and self.state in (State.LISTEN, State.RESPONDING, State.USER_PAUSE):
+            self._move(State.SPEAKING)
+        elif not speaking and self.state is State.SPEAKING:
+            self._move(State.LISTEN)
+        elif not speaking and self.state is State.RESPONDING:
+            self._move(State.LISTEN)
+        elif not speaking and self.state is State.OVERLAP:
+            self._move(State.USER_TALKING)  # we finished first: the caller's run is a turn
+
+    def frame(self, f: FrameIn) -> list[Decision]:
+        c = self.config
+        counted = f.speech and not f.echo and not self._background(f)
+        self._window.append(counted)
+        self._quiet_ms = 0.0 if counted else self._quiet_ms + FRAME_MS
+        started = sum(self._window) >= c.start_votes
+        if self.state in (State.LISTEN, State.RESPONDING, State.USER_PAUSE):
+            if started:
+                if self.state is State.USER_PAUSE and self._run is not None:
+                    self._move(State.USER_TALKING)  # the caller went on after a pause
+                else:
+                    self._begin(f, State.USER_TALKING)
+            elif self.state is State.USER_PAUSE:
+                return self._endpoint(f)
+            return []
+        if self.state is State.USER_TALKING:
+            self._count(f, counted)
+            if self._quiet_ms >= c.end_quiet_ms:
+                self._move(State.USER_PAUSE)
+            return []
+        if self.state is State.SPEAKING:
+            if started:
+                self._begin(f, State.OVERLAP)
+            return []
+        run = self._run
+        assert run is not None
+        self._count(f, counted)
+        if self.state is State.OVERLAP:
+            if self._is_interruption(run):
+                return [self._yield(f, run, paused=False)]
+            if f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms and self._quiet_ms == 0.0:
+                self._move(State.PAUSED)
+                self._paused_at = f.t_ms
+                return [Pause(f.t_ms, run.onset_ms)]
+            if self._quiet_ms >= c.end_quiet_ms:
+                self._run = None
+                self._move(State.SPEAKING)  # a blip: never stopped
+            return []
+        # PAUSED
+        if self._is_interruption(run):
+            return [self._yield(f, run, paused=True)]
+        if self._quiet_ms >= c.resume_quiet_ms:
+            kind = self._classify(run)
+            self._run = None
+            self._move(State.SPEAKING)
+            return [Resume(f.t_ms, kind)]
+        return []
+
+    # ---- inside --------------------------------------------------------------------
+
+    def _background(self, f: FrameIn) -> bool:
+        ref = self.caller_level_db
+        return ref is not None and f.level_db < ref - self.config.background_margin_db
+
+    def _begin(self, f: FrameIn, state: State) -> None:
+        votes = sum(self._window)
+        onset = f.t_ms - FRAME_MS * (votes - 1)
+        self._run = _Run(onset, FRAME_MS * votes, f.t_ms)
+        self._move(state)
+
+    def _count(self, f: FrameIn, counted: bool) -> None:
+        if counted and self._run is not None:
+            self._run.speech_ms += FRAME_MS
+            self._run.last_speech_ms = f.t_ms
+            if self.state is State.USER_TALKING:
+                ema = self.caller_level_db
+                self.caller_level_db = f.level_db if ema is None else 0.95 * ema + 0.05 * f.level_db
+
+    def _is_interruption(self, run: _Run) -> bool:
+        return self._classify(run) is Overlap.INTERRUPTION
+
+    def _classify(self, run: _Run) -> Overlap:
+        c = self.config
+        words = _words(run.text)
+        if any(w in STOP_WORDS for w in words) or (words and words[0] in QUESTION_STARTS
+                                                    and len(words) >= 3):  # fmt: skip
+            return Overlap.INTERRUPTION
+        if any(w in SIDE_TALK for w in words):
+            return Overlap.SIDE_TALK
+        content = [w for w in words if w not in BACKCHANNELS]
+        if len(content) >= c.interrupt_words:
+            return Overlap.INTERRUPTION
+        if words and not content and run.speech_ms < c.backchannel_max_ms:
+            return Overlap.BACKCHANNEL
+        if run.speech_ms >= c.interrupt_ms and content:
+            return Overlap.INTERRUPTION
+        if run.speech_ms >= c.interrupt_ms * 2:
+            return Overlap.INTERRUPTION  # long, even if the recogniser has no words yet
+        return Overlap.NOISE if not words else Overlap.BACKCHANNEL
+
+    def _yield(self, f: FrameIn, run: _Run, paused: bool) -> Yield:
+        reason = "stop_word" if any(w in STOP_WORDS for w in _words(run.text)) else "speech"
+        self._move(State.USER_TALKING)
+        return Yield(f.t_ms, run.onset_ms, reason if paused else reason + ":unpaused")
+
+    def _endpoint(self, f: FrameIn) -> list[Decision]:
+        c = self.config
+        run = self._run
+        assert run is not None
+        silence = self._quiet_ms  # 0 when the caller is (maybe) speaking again
+        score = completeness(run.text, self.min_digits)
+        wait, rule = {1: (c.endpoint_complete_ms, "complete"), 0: (c.endpoint_neutral_ms, "neutral"),
+                      -1: (c.endpoint_incomplete_ms, "incomplete")}[score]  # fmt: skip
+        if silence >= c.endpoint_cap_ms:
+            wait, rule = c.endpoint_cap_ms, "cap"
+        if silence < wait:
+            return []
+        self._run = None
+        self._move(State.RESPONDING)
+        return [Answer(f.t_ms, silence, rule)]
+
+    def _move(self, to: State) -> None:
+        if to is not self.state and to not in _MOVES[self.state]:
+            raise IllegalMove(f"{self.state.value} -> {to.value}")
+        self.state = to

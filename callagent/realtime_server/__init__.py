@@ -1,0 +1,1 @@
+"""The OpenAI-compatible realtime endpoint, /v1/realtime."""

@@ -1,0 +1,139 @@
+"""The local duplex controller alone: frames in, decisions out (duplex-design.md section B)."""
+
+from __future__ import annotations
+
+from callagent.engines.duplex.policy import (
+    Answer,
+    Decision,
+    FrameIn,
+    Overlap,
+    Pause,
+    Resume,
+    State,
+    TurnPolicy,
+    Yield,
+    completeness,
+)
+
+
+class Script:
+    """Drives a policy frame by frame on a 20 ms clock."""
+
+    def __init__(self) -> None:
+        self.policy = TurnPolicy()
+        self.t = 0.0
+        self.out: list[Decision] = []
+
+    def run(self, ms: float, speech: bool, *, text: str = "", level: float = -20.0,
+            echo: bool = False) -> None:  # fmt: skip
+        for _ in range(int(ms // 20)):
+            if text:
+                self.policy.partial(text)
+            self.out += self.policy.frame(FrameIn(self.t, speech, echo, level))
+            self.t += 20.0
+
+    def of(self, kind: type) -> list:  # type: ignore[type-arg]
+        return [d for d in self.out if isinstance(d, kind)]
+
+
+def speaking() -> Script:
+    s = Script()
+    s.run(600, True, text="hi i want to check my order")  # the caller's level is learnt
+    s.run(800, False)
+    assert s.of(Answer)
+    s.policy.agent_speaking(True)
+    s.out.clear()
+    return s
+
+
+def test_completeness_cues() -> None:
+    assert completeness("i want to check the status of my order") == 1
+    assert completeness("my order number is") == -1
+    assert completeness("i want to check the") == -1
+    assert completeness("yes") == 0
+
+
+def test_a_complete_turn_is_answered_after_the_short_endpoint() -> None:
+    s = Script()
+    s.run(200, False)
+    s.run(1200, True, text="can you check the status of my order")
+    s.run(600, False)
+    [answer] = s.of(Answer)
+    assert answer.rule == "complete" and 250 <= answer.silence_ms < 300, answer
+    assert s.policy.state is State.RESPONDING
+
+
+def test_a_mid_sentence_pause_does_not_take_the_turn() -> None:
+    s = Script()
+    s.run(1000, True, text="my order number is")
+    s.run(1000, False)  # thinking: longer than the neutral endpoint
+    assert not s.of(Answer)
+    s.run(1000, True, text="my order number is four five seven two nine")
+    s.run(400, False)
+    [answer] = s.of(Answer)
+    assert answer.rule == "complete"
+
+
+def test_a_backchannel_over_us_pauses_within_250_ms_then_resumes() -> None:
+    s = speaking()
+    s.run(400, True, text="uh-huh")
+    [pause] = s.of(Pause)
+    assert pause.at_ms + 20 - pause.onset_ms <= 250
+    s.run(1000, False)
+    [resume] = s.of(Resume)
+    assert resume.kind is Overlap.BACKCHANNEL and not s.of(Yield)
+    assert s.policy.state is State.SPEAKING
+
+
+def test_an_interruption_yields_the_floor() -> None:
+    s = speaking()
+    s.run(300, True, text="actually wait")
+    [y] = s.of(Yield)
+    assert y.reason.startswith("stop_word") and s.policy.state is State.USER_TALKING
+    s.run(900, True, text="actually wait i need to change the address")
+    s.run(400, False)
+    assert s.of(Answer)  # the caller's turn is answered, not our old one resumed
+    assert not s.of(Resume)
+
+
+def test_long_wordy_overlap_is_an_interruption_even_without_stop_words() -> None:
+    s = speaking()
+    s.run(100, True)
+    s.run(300, True, text="we moved to a new house")
+    [y] = s.of(Yield)
+    assert y.at_ms + 20 - y.onset_ms <= 400 and s.policy.state is State.USER_TALKING
+
+
+def test_talking_to_someone_else_resumes() -> None:
+    s = speaking()
+    s.run(500, True, text="honey one sec")
+    s.run(1000, False)
+    [resume] = s.of(Resume)
+    assert resume.kind is Overlap.SIDE_TALK and not s.of(Yield)
+
+
+def test_background_speech_far_below_the_callers_level_is_ignored() -> None:
+    s = speaking()
+    s.run(2000, True, text="and then the weather", level=-40.0)
+    assert s.out == [] and s.policy.state is State.SPEAKING
+
+
+def test_our_own_echo_never_counts() -> None:
+    s = speaking()
+    s.run(2000, True, echo=True)
+    assert s.out == [] and s.policy.state is State.SPEAKING
+
+
+def test_a_click_shorter_than_the_start_rule_never_stops_us() -> None:
+    s = speaking()
+    s.run(100, True)
+    s.run(500, False)
+    assert s.out == [] and s.policy.state is State.SPEAKING
+
+
+def test_a_silent_caller_is_answered_at_the_cap() -> None:
+    s = Script()
+    s.run(600, True, text="and")
+    s.run(3000, False)
+    [answer] = s.of(Answer)
+    assert answer.rule == "incomplete"
