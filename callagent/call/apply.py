@@ -15,7 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callagent.call.records import DncAdded, Record, RecordingSaved
+from callagent.call.records import CallEngineChosen, DncAdded, Record, RecordingSaved
 from callagent.campaigns.eligibility import DncList
 from callagent.campaigns.store import add_dnc
 from callagent.store import queries
@@ -24,7 +24,7 @@ from callagent.store.models import Call
 __all__ = ["apply_all"]
 
 _calls = cast(Table, Call.__table__)
-_MINE = (DncAdded, RecordingSaved)
+_MINE = (DncAdded, RecordingSaved, CallEngineChosen)
 
 
 async def apply_all(
@@ -45,6 +45,13 @@ async def apply_all(
                 result = await session.execute(
                     update(_calls).where(_calls.c.id == record.call_id)
                     .values(recording_path=record.path, recording_policy=record.policy)
+                )
+                if cast(Any, result).rowcount == 0:
+                    raise queries.UnknownCall(record.call_id)
+            elif isinstance(record, CallEngineChosen):
+                result = await session.execute(
+                    update(_calls).where(_calls.c.id == record.call_id)
+                    .values(engine=record.engine[:64])
                 )
                 if cast(Any, result).rowcount == 0:
                     raise queries.UnknownCall(record.call_id)

@@ -131,6 +131,16 @@ class RecordingSaved:
     policy: str  # "one-party" | "all-party"
 
 
+@dataclass(frozen=True, slots=True)
+class CallEngineChosen:
+    """The engine (and backend) actually serving the call, e.g. "duplex:local",
+    or "duplex:openai_realtime->pipeline" after a fallback."""
+
+    kind: ClassVar[str] = "call_engine"
+    call_id: str
+    engine: str
+
+
 Record = (
     CallOpened
     | CallStreamStarted
@@ -142,6 +152,7 @@ Record = (
     | AuditRecord
     | DncAdded
     | RecordingSaved
+    | CallEngineChosen
 )
 
 RECORD_TYPES: dict[str, type[Record]] = {
@@ -157,6 +168,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         AuditRecord,
         DncAdded,
         RecordingSaved,
+        CallEngineChosen,
     )
 }
 

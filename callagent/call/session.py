@@ -33,12 +33,14 @@ from callagent.call.guard import CallGuard
 from callagent.call.playback import PlaybackTracker
 from callagent.call.records import (
     AuditRecord,
+    CallEngineChosen,
     CallClosed,
     CallStreamStarted,
     MetricRecord,
     ToolCallRecord,
     TurnRecord,
 )
+from callagent.compliance.events import ENGINE_FALLBACK
 from callagent.compliance.redact import (
     Finding,
     Released,
@@ -281,7 +283,7 @@ class CallSession:
             self._tasks.append(asyncio.create_task(self._end_after_playback(event.reason)))
         elif isinstance(event, Metric):
             if self.call:
-                self.services.recorder.submit(MetricRecord(self.call.call_id, event.name, event.value))
+                self._on_metric(self.call.call_id, event)
         elif isinstance(event, ToolCallStarted):
             self._tool_started[event.tool_call_id] = (self.services.now(), event.arguments)
             if event.name == "record_opt_out" and self.guard is not None:
@@ -292,6 +294,22 @@ class CallSession:
             if self._transfer is None:
                 self._transfer = asyncio.create_task(self._transfer_after_playback(event))
                 self._tasks.append(self._transfer)
+
+    def _on_metric(self, call_id: str, event: Metric) -> None:
+        submit = self.services.recorder.submit
+        if event.name.startswith("engine."):
+            # Engines announce what serves the call ("engine.duplex:local"), so
+            # operators can compare engines and backends call by call.
+            submit(CallEngineChosen(call_id, event.name.removeprefix("engine.")))
+            return
+        if event.name == "engine_fallback":
+            submit(AuditRecord(ENGINE_FALLBACK, "system", self.services.now(), call_id,
+                               {"engine": getattr(self.engine, "name", "")}))  # fmt: skip
+        submit(MetricRecord(call_id, event.name, event.value))
+        if event.turn_id:
+            # call_metrics keeps one value per (call, name): per-turn figures
+            # are kept under "<name>@<turn id>" beside the call's latest value.
+            submit(MetricRecord(call_id, f"{event.name}@{event.turn_id}", event.value))
 
     def _turn(self, turn_id: str) -> AgentTurn:
         turn = self._turns.get(turn_id)

@@ -83,7 +83,8 @@ def edit(old: str, new: str) -> str:
 
 def test_both_shipped_agents_and_the_fixture_load() -> None:
     profiles = load_profiles(AGENTS)
-    assert sorted(profiles) == ["appointment_reminder", "customer_service", "fixture"]
+    assert sorted(profiles) == ["appointment_reminder", "customer_service",
+                               "customer_service_duplex", "fixture"]  # fmt: skip
     cs, reminder, fixture = (profiles[n] for n in ("customer_service", "appointment_reminder",
                                                    "fixture"))  # fmt: skip
     assert (cs.engine, cs.direction, reminder.direction) == ("pipeline", "inbound", "outbound")

@@ -157,11 +157,14 @@ async def test_a_call_with_a_tool_and_a_reconnect_on_go_away(
         engine = engine_for(server, profile)
         events = await drive(engine, caller, lambda e: isinstance(e, AgentTurnDone)
                              and e.text.startswith("Order 45729"))  # fmt: skip
-    # the opening the profile asks for, as 24 kHz audio
+    # the opening the profile asks for: 24 kHz from the model, 8 kHz to the call
     first = next(e for e in events if isinstance(e, AgentTurnDone))
     assert first.text.startswith("Hi, you've reached Acme Supplies")
-    audio = [e for e in events if isinstance(e, AgentAudio)]
-    assert audio and all(a.audio.rate == 24000 for a in audio)
+    audio = [e for e in events if isinstance(e, AgentAudio) and e.turn_id == "g1"]
+    assert audio and all(a.audio.rate == 8000 for a in audio)
+    total_ms = sum(a.audio.duration_ms for a in audio)
+    spoken = models.tts.prompt_8k(first.text).duration_ms
+    assert abs(total_ms - spoken) < 0.05 * spoken  # the whole opening arrived
     # the server said goAway after the opening: the backend came back with the handle
     assert server.connections == 2 and engine.reconnects == 1
     assert server.setups[1].resume_handle == "handle-1"

@@ -102,7 +102,7 @@ async def test_call_with_barge_in_leaves_a_complete_record(
 async def test_caller_status_callback_closes_the_call(live: LiveService, tmp_path: Path) -> None:
     result = await run_simulated_call(simulated(live, tmp_path, silence_s=0.5, lead_s=0.2, tail_s=0.5))
     assert result.completed, result.error
-    row = await wait_closed(live.db, result.call_id)
+    row: Call | None = await wait_closed(live.db, result.call_id)
     for _ in range(50):
         async with make_sessionmaker(live.db)() as s:
             row = await s.get(Call, result.call_id)
@@ -110,5 +110,5 @@ async def test_caller_status_callback_closes_the_call(live: LiveService, tmp_pat
         if row.status == "completed":
             break
         await asyncio.sleep(0.1)
-    assert row.status == "completed"
+    assert row is not None and row.status == "completed"
     assert row.duration_s is not None

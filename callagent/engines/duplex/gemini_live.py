@@ -1,8 +1,8 @@
 """The Gemini Live backend of the duplex engine (BidiGenerateContent over websockets).
 
 - Caller audio: 8 kHz from Twilio, resampled to 16 kHz PCM16 for the model;
-  the model's 24 kHz PCM16 goes out as `AgentAudio` at 24 kHz (the session
-  resamples to 8 kHz mu-law).
+  the model's 24 kHz PCM16 is resampled to 8 kHz by one streaming resampler
+  per call (each delta is a segment: no filter seams between them).
 - Barge-in: `serverContent.interrupted` -> `Interrupt` (the session clears
   Twilio's buffer). Gemini has no truncate: what the caller heard is ours to
   keep (the session records it); `played()` only logs it.
@@ -109,6 +109,7 @@ class GeminiLiveEngine:
         self._events: asyncio.Queue[EngineEvent | BaseException | None] = asyncio.Queue()
         self._out: asyncio.Queue[str] = asyncio.Queue()
         self._up = make_resampler(8000, 16000)
+        self._down = make_resampler(24000, 8000)
         self._reasoner = BackgroundReasoner(tools, self._emit, self._tool_done,
                                             holding_after_ms=settings.holding_after_ms)  # fmt: skip
         self._names: dict[str, str] = {}
@@ -232,7 +233,9 @@ class GeminiLiveEngine:
                 self._turn_seq += 1
                 self._turn, self._turn_text = f"g{self._turn_seq}", ""
             samples = np.frombuffer(m.pcm24k, dtype="<i2").astype(np.int16)
-            self._emit(AgentAudio(self._turn, Pcm(samples, 24000), segment_end=True))
+            # one streaming resampler for the whole call: no seams between deltas
+            self._emit(AgentAudio(self._turn, Pcm(self._down.process(samples), 8000),
+                                  segment_end=True))  # fmt: skip
         elif isinstance(m, OutputTranscription):
             if self._turn:
                 self._turn_text += m.text

@@ -1,4 +1,4 @@
-"""Benchmark of the local duplex backend's per-frame work: `python -m callagent.engines.duplex.bench`.
+"""Benchmark of the local duplex backend's per-frame work: `scripts/bench duplex_frames`.
 
 Feeds caller clips mixed with the agent's own echo (-20 dB, 150 ms late)
 through the real speech thread pieces (AEC3 + watchdog, two-stage VAD,
@@ -31,8 +31,8 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else 0.0
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m callagent.engines.duplex.bench")
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench duplex_frames")
     ap.add_argument("--audio", default=str(Path(__file__).resolve().parents[4] / "shared" / "audio"))
     ap.add_argument("--profile", default="customer_service")
     args = ap.parse_args(argv)
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label:38s} median {statistics.median(xs):8.0f} us  p99 {_pct(xs, 99):8.0f} us"
               f"  max {max(xs):8.0f} us")  # fmt: skip
     print(f"echo watchdog trusted: {aec.guard.trusted}; erl {aec.guard.erl_db:.1f} dB")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
