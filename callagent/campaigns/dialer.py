@@ -68,10 +68,13 @@ from urllib.parse import urlencode
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callagent.campaigns import store
-from callagent.campaigns.eligibility import InMemoryDnc, check_eligibility
+from callagent.call.records import AuditRecord
+from callagent.campaigns.eligibility import InMemoryDnc, SkipReason, check_eligibility
 from callagent.campaigns.store import ClaimedContact, LostClaim, StoredCampaign
 from callagent.campaigns.voicemail import AmdQuery, amd_callback_query
+from callagent.compliance.events import DNC_HIT
 from callagent.config import Settings
+from callagent.store.queries import append_audit
 from callagent.store.db import create_engine_for, make_sessionmaker, sqlite_path
 from callagent.store.models import CallAttempt
 from callagent.telephony.twilio.rest import (
@@ -83,6 +86,7 @@ from callagent.telephony.twilio.rest import (
 
 __all__ = ["AnotherDialer", "Dialer", "run_dialer", "sqlite_single_dialer", "worker_id"]
 
+_DNC_REASONS: Final = frozenset({SkipReason.INTERNAL_DNC, SkipReason.NATIONAL_DNC})
 log = logging.getLogger(__name__)
 
 _CLOCK_SLACK: Final = timedelta(seconds=5)
@@ -238,6 +242,13 @@ class Dialer:
             async with self.sessions.begin() as s:
                 await store.record_skip(s, contact.id, verdict.reasons, verdict.next_window_start,
                                         worker=self.worker, now=now)
+                lists = [r.value for r in verdict.reasons if r in _DNC_REASONS]
+                if lists:
+                    # A do-not-call hit is a compliance event: audited in the same
+                    # transaction as the skip (the number itself stays out of the log).
+                    await append_audit(s, [AuditRecord(
+                        DNC_HIT, "dialer", now, None,
+                        {"campaign_id": campaign.id, "contact_id": contact.id, "lists": lists})])
             return
         if self._stop.is_set():
             return

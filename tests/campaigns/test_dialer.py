@@ -4,6 +4,7 @@ and several dialer PROCESSES on PostgreSQL (one of them killed) without a double
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from callagent.campaigns.eligibility import DncList
 from callagent.campaigns.store import AttemptStatus, ContactState
 from callagent.sim.twilio_rest import FakeTwilioRest, Outcome
 from callagent.store.db import PROJECT_ROOT, create_engine_for, make_sessionmaker, sync_url
-from callagent.store.models import CallAttempt, CallStatusEvent, Contact
+from callagent.store.models import AuditEvent, CallAttempt, CallStatusEvent, Contact
 from callagent.telephony.twilio.rest import TwilioRest
 from tests.campaigns.test_store import make_spec, noon_zone, number, seed
 
@@ -121,10 +122,16 @@ async def test_one_dialer_on_sqlite_calls_skips_and_retries(
                                 rest_timeout_s=1.0)
                 await asyncio.wait_for(dialer.run(asyncio.Event(), until_idle=True), 30)
         by_state, attempts = await summary(sessions)
+        async with sessions() as s:
+            dnc_hits = (await s.execute(
+                select(AuditEvent).where(AuditEvent.action == "dnc.hit"))).scalars().all()
     finally:
         await engine.dispose()
     assert_accounted(fake, by_state, attempts, 30)
     assert by_state == {"done": 28, "skipped": 2}
+    # The do-not-call hit is audited, without the number.
+    assert [json.loads(h.details)["lists"] for h in dnc_hits] == [["internal_dnc"]]
+    assert number(2) not in dnc_hits[0].details
     assert fake.max_in_progress[str(cid)] <= 3
     skipped = {a.e164: a.skip_reason for a in attempts if a.status == AttemptStatus.SKIPPED}
     assert skipped == {number(1): "no_consent", number(2): "internal_dnc"}
