@@ -6,8 +6,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from callagent.call import whisper
 from callagent.call.recorder import Recorder
 from callagent.compliance.checkpointer import Checkpointer
+from callagent.compliance.config_audit import config_event, config_snapshot, last_snapshot
 from callagent.compliance.redact import RedactionPolicy
 from callagent.config import Settings
 from callagent.console import api as console_api
@@ -136,6 +139,20 @@ def audit_checkpointer(
     )
 
 
+async def audit_configuration(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], recorder: Recorder
+) -> None:
+    """One audit event per start: the configuration, and what changed since the last."""
+    previous = None
+    try:
+        async with sessions() as s:
+            previous = await last_snapshot(s)
+    except (SQLAlchemyError, OSError) as exc:  # the recorder's journal keeps the event
+        log.warning("could not read the last configuration event (%s); logging it as new", exc)
+    recorder.submit(config_event(previous, config_snapshot(settings, _agents_dir()),
+                                 now=datetime.now(UTC)))  # fmt: skip
+
+
 def create_app(settings: Settings, engines: EngineFactoryBuilder = default_engines) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -145,6 +162,7 @@ def create_app(settings: Settings, engines: EngineFactoryBuilder = default_engin
         checkpointer = audit_checkpointer(settings, sessions)
         recorder = Recorder(sessions, settings.recorder, checkpointer=checkpointer)
         recorder.start()
+        await audit_configuration(settings, sessions, recorder)
         app.state.services = Services(
             settings=settings,
             recorder=recorder,

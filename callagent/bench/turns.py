@@ -340,14 +340,16 @@ def score(log: CallLog) -> Scores:
             else:
                 s.missing_replies += 1
         elif role == "barge":
-            spans = [(a, b) for a, b in log.heard if a <= said.onset < b]
+            # Agent audio around the onset (it may sit in a gap between two
+            # sentences): what was playing, or began within 0.5 s after it.
+            spans = [(a, b) for a, b in log.heard if a < said.onset + 0.5 and b > said.onset - 0.3]
             if not spans:
                 continue  # the agent was not audible at the onset
-            _, end = spans[0]
+            end = max(b for _, b in spans)
             if end >= said.end:
                 s.not_stopped += 1
             else:
-                s.stop_latency_s.append(end - said.onset)
+                s.stop_latency_s.append(max(0.0, end - said.onset))  # cut before it was heard: 0
         else:
             s.backchannels += 1
             stopped = any(said.onset - 0.05 <= c <= said.onset + 1.5 for c in log.clears)

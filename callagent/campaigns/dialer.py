@@ -72,7 +72,7 @@ from callagent.call.records import AuditRecord
 from callagent.campaigns.eligibility import InMemoryDnc, SkipReason, check_eligibility
 from callagent.campaigns.store import ClaimedContact, LostClaim, StoredCampaign
 from callagent.campaigns.voicemail import AmdQuery, amd_callback_query
-from callagent.compliance.events import DNC_HIT
+from callagent.compliance.events import CAMPAIGN_FINISHED, DNC_HIT
 from callagent.config import Settings
 from callagent.store.queries import append_audit
 from callagent.store.db import create_engine_for, make_sessionmaker, sqlite_path
@@ -133,6 +133,10 @@ class Dialer:
         now = self.clock()
         async with self.sessions.begin() as s:
             moved = await store.apply_status_events(s, now=now)
+            finished = await store.finish_done_campaigns(s)
+            if finished:
+                await append_audit(s, [AuditRecord(CAMPAIGN_FINISHED, "dialer", now, None,
+                                                   {"campaign": key}) for key in finished])
             campaigns = {c.id: c for c in await store.running_campaigns(s)}
         async with self.sessions.begin() as s:
             recovered = await store.reclaim_expired(

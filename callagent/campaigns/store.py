@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, Final
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -231,6 +231,25 @@ async def change_state(s: AsyncSession, key: str, move: CampaignMove) -> StoredC
     row.state = transition(CampaignState(row.state), move).value
     await s.flush()
     return _stored(row)
+
+
+async def finish_done_campaigns(s: AsyncSession) -> list[str]:
+    """Running campaigns with contacts, none of them pending, claimed or in a call,
+    become ``finished``; returns their keys. One conditional UPDATE, so dialers
+    racing over it finish each campaign once."""
+    open_contacts = select(Contact.id).where(
+        Contact.campaign_id == Campaign.id,
+        Contact.state.in_((ContactState.PENDING, *IN_FLIGHT)),
+    ).exists()
+    any_contact = select(Contact.id).where(Contact.campaign_id == Campaign.id).exists()
+    result = await s.execute(
+        update(Campaign)
+        .where(Campaign.state == CampaignState.RUNNING.value, ~open_contacts, any_contact)
+        .values(state=CampaignState.FINISHED.value)
+        .returning(Campaign.key)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
 
 
 async def campaign_ids(s: AsyncSession) -> list[int]:

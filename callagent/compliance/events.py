@@ -3,7 +3,8 @@
 Call path: received (webhook), answered (media stream start), ended; what the
 caller heard (disclosures, mark-echo proof), consent, recording state, secure
 capture, tools, transfer, opt-out. Elsewhere: do-not-call hits (dialer),
-engine fallback (engine factory), retention and erasure (commands).
+engine fallback (engine factory), retention and erasure (commands),
+configuration loaded or changed (each start of the web service).
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ CALL_TRANSFER_FAILED: Final = "call.transfer_failed"
 CALL_HANGUP_FAILED: Final = "call.hangup_failed"
 OPT_OUT: Final = "call.opt_out"
 DNC_HIT: Final = "dnc.hit"
+CAMPAIGN_FINISHED: Final = "campaign.finished"  # every contact done or skipped (dialer)
 ENGINE_FALLBACK: Final = "engine.fallback"
 REDACTION_APPLIED: Final = "redaction.applied"
 RETENTION_PURGED: Final = "retention.purged"
 ERASURE_COMPLETED: Final = "erasure.completed"
+CONFIG_LOADED: Final = "config.loaded"  # each start of the web service (compliance/config_audit.py)
+CONFIG_CHANGED: Final = "config.changed"  # ... when settings or agent profiles differ from the last
 
 ALL: Final = frozenset(
     v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and "." in v

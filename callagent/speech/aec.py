@@ -20,7 +20,8 @@ barge in on itself. Three small pieces, usable by any engine:
   `window_ms`) and flags a frame as *echo* when the raw caller frame is no
   louder than that prediction plus `margin_db`. The return loss starts at
   -20 dB and is learnt from the frames the canceller turned into near silence
-  under loud reference (those were echo).
+  under loud reference (those were echo). On a line that stays silent while
+  only we talk (no echo at all) it vetoes nothing, so onsets are not delayed.
 - Until the guard has seen `trust_after_frames` such frames (2 s of echo:
   an echo path is proven), `EchoCanceller` passes the caller's audio through
   uncleaned and only the guard keeps the echo out: AEC3 with no echo path to
@@ -160,6 +161,8 @@ class EchoGuard:
         self.echo_frames = 0
         self.frames_with_reference = 0
         self.cancelled_frames = 0
+        self.silent_frames = 0
+        self.echo_like_frames = 0
         self._trust_after = trust_after_frames
         self._loud = 1000.0**2  # reference this loud (rms) teaches the return loss
         self._max_erl = 10.0 ** (max_erl_db / 10.0)
@@ -168,14 +171,19 @@ class EchoGuard:
     def erl_db(self) -> float:
         return 10.0 * math.log10(self.erl)
 
-    def frame(self, raw: float, clean: float, reference: float) -> bool:
+    def frame(self, raw: float, clean: float, reference: float, caller: bool = False) -> bool:
         """Energies (mean square) of the raw and cleaned caller frame and of the
-        reference frame; True when the frame is our echo getting through."""
+        reference frame, and whether the caller was talking (the last frame's
+        decision); True when the frame is our echo getting through."""
         self._ref_energies.append(reference)
         ref = max(self._ref_energies)
         if ref <= self._silence:
             return False
         self.frames_with_reference += 1
+        if ref >= self._loud and raw <= self._silence:
+            self.silent_frames += 1  # the line stays silent under our speech
+        if not self.trusted and self.silent_line:
+            return False  # no echo on this line: nothing to veto, onsets stay prompt
         if raw <= self._silence:
             return True  # under our speech, a near-silent frame holds no caller onset
         ratio = raw / ref
@@ -193,8 +201,16 @@ class EchoGuard:
             self.cancelled_frames += 1
             if self.trusted:
                 return False  # the cleaned frame is what goes on, and it is clean
+        if plausible and not caller and ref >= self._loud:
+            self.echo_like_frames += 1
         self.echo_frames += plausible
         return plausible
+
+    @property
+    def silent_line(self) -> bool:
+        """The line has stayed silent under our speech (>= 1 s of it) with
+        hardly any echo-like sound: there is no echo path to guard against."""
+        return self.silent_frames >= 50 and 10 * self.echo_like_frames < self.silent_frames
 
     @property
     def trusted(self) -> bool:
@@ -215,8 +231,9 @@ class EchoCanceller:
         self.guard = guard or EchoGuard()
         self._switch_frames = 10  # after the switch to cleaned audio: 200 ms of veto
 
-    def process(self, near: Samples, far: Samples) -> EchoFrame:
-        """`near`: the caller's 20 ms at 8 kHz; `far`: the reference for the same 20 ms."""
+    def process(self, near: Samples, far: Samples, caller: bool = False) -> EchoFrame:
+        """`near`: the caller's 20 ms at 8 kHz; `far`: the reference for the same
+        20 ms; `caller`: the caller was talking in the last frame."""
         check_frame(near, FRAME_8K, PHONE_RATE)
         check_frame(far, FRAME_8K, PHONE_RATE)
         near16 = self._up_near.frame(near, FRAME_16K)
@@ -225,7 +242,7 @@ class EchoCanceller:
         clean8 = self._down.frame(clean16, FRAME_8K)
         raw_e, clean_e = _energy(near), _energy(clean8)
         erle = 10.0 * math.log10((raw_e + 1.0) / (clean_e + 1.0))
-        echo = self.guard.frame(raw_e, clean_e, _energy(far))
+        echo = self.guard.frame(raw_e, clean_e, _energy(far), caller)
         if self.guard.trusted and self._switch_frames:
             self._switch_frames -= 1  # the VAD's state was built on the raw echo
             echo = True

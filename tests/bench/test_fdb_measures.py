@@ -47,7 +47,7 @@ def test_silent_agent_never_takes_the_turn() -> None:
 def test_latency_runs_from_the_callers_end_to_the_agents_first_speech() -> None:
     reply = AgentSpeech(Span(14.25, 17.0), turn="a2")
     out = smooth_turn(tl(Scenario.SMOOTH, GREETING, reply, caller_turn=Span(12.0, 14.0)))
-    assert out.takeover and out.latency == pytest.approx(0.25)
+    assert out.takeover and out.latency == pytest.approx(0.25) and not out.early
 
 
 def test_a_short_backchannel_is_not_the_turn_but_the_reply_after_it_is() -> None:
@@ -60,7 +60,7 @@ def test_a_short_backchannel_is_not_the_turn_but_the_reply_after_it_is() -> None
 def test_speaking_before_the_caller_ends_counts_as_zero_latency() -> None:
     early = AgentSpeech(Span(13.5, 16.0))
     out = smooth_turn(tl(Scenario.SMOOTH, GREETING, early, caller_turn=Span(12.0, 14.0)))
-    assert out.takeover and out.latency == 0.0
+    assert out.takeover and out.latency == 0.0 and out.early
 
 
 def test_the_greeting_before_the_callers_turn_is_not_a_reply() -> None:

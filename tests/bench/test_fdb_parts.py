@@ -48,7 +48,7 @@ def test_agent_heard_fires_a_set_time_after_the_first_audio() -> None:
     frames = drive(script, [(0.4, 30.0)], until=3.0)
     # The frame given at 0.40 s holds the audio of 0.38-0.40 s: first heard at 0.38.
     assert script.cue_at == pytest.approx(2.38)
-    k = round(script.cue_at * 50)
+    k = round(2.38 * 50)
     assert frames[k].max() == 1000 and frames[k - 1].max() == 0 and frames[k + 1].max() == 0
 
 

@@ -15,8 +15,8 @@ def r(scenario: Scenario, **kw: object) -> SampleResult:
 
 
 RESULTS = [
-    r(Scenario.SMOOTH, takeover=True, latency_s=0.3),
-    r(Scenario.SMOOTH, takeover=True, latency_s=0.5),
+    r(Scenario.SMOOTH, takeover=True, latency_s=0.3, early=False),
+    r(Scenario.SMOOTH, takeover=True, latency_s=0.0, early=True),
     r(Scenario.SMOOTH, takeover=False),
     r(Scenario.PAUSE, takeover=True),
     r(Scenario.PAUSE, takeover=False),
@@ -38,7 +38,8 @@ def test_summary_rates_latencies_and_the_v15_average() -> None:
     s = summarize(RESULTS)
     assert s["samples"] == 15 and s["failed"] == 1
     assert s["smooth_turn_taking"]["tor"] == pytest.approx(2 / 3)
-    assert s["smooth_turn_taking"]["latency_s"]["p50"] == pytest.approx(0.4)
+    assert s["smooth_turn_taking"]["latency_s"]["p50"] == pytest.approx(0.15)
+    assert s["smooth_turn_taking"]["early"] == pytest.approx(1 / 3)
     assert s["pause_handling"]["tor"] == 0.5
     it = s["user_interruption"]
     assert (it["n"], it["missed_overlap"], it["respond"]) == (2, 1, 0.5)

@@ -26,7 +26,7 @@ from callagent.campaigns.eligibility import DncList
 from callagent.campaigns.store import AttemptStatus, ContactState
 from callagent.sim.twilio_rest import FakeTwilioRest, Outcome
 from callagent.store.db import PROJECT_ROOT, create_engine_for, make_sessionmaker, sync_url
-from callagent.store.models import AuditEvent, CallAttempt, CallStatusEvent, Contact
+from callagent.store.models import AuditEvent, CallAttempt, CallStatusEvent, Campaign, Contact
 from callagent.telephony.twilio.rest import TwilioRest
 from tests.campaigns.test_store import make_spec, noon_zone, number, seed
 
@@ -125,6 +125,9 @@ async def test_one_dialer_on_sqlite_calls_skips_and_retries(
         async with sessions() as s:
             dnc_hits = (await s.execute(
                 select(AuditEvent).where(AuditEvent.action == "dnc.hit"))).scalars().all()
+            finished = (await s.execute(
+                select(AuditEvent).where(AuditEvent.action == "campaign.finished"))).scalars().all()
+            state = await s.scalar(select(Campaign.state).where(Campaign.id == cid))
     finally:
         await engine.dispose()
     assert_accounted(fake, by_state, attempts, 30)
@@ -132,6 +135,8 @@ async def test_one_dialer_on_sqlite_calls_skips_and_retries(
     # The do-not-call hit is audited, without the number.
     assert [json.loads(h.details)["lists"] for h in dnc_hits] == [["internal_dnc"]]
     assert number(2) not in dnc_hits[0].details
+    # Every contact done or skipped: the campaign finished by itself, once, audited.
+    assert state == "finished" and len(finished) == 1
     assert fake.max_in_progress[str(cid)] <= 3
     skipped = {a.e164: a.skip_reason for a in attempts if a.status == AttemptStatus.SKIPPED}
     assert skipped == {number(1): "no_consent", number(2): "internal_dnc"}

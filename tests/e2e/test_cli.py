@@ -104,6 +104,7 @@ def test_simulate_a_call_against_a_served_process(tmp_path: Path) -> None:
         # the pipeline engine's close takes longer than the fixture's did).
         assert calls[0][2] in ("caller hung up", "completed") and calls[0][3] == "completed"
         actions = [r[0] for r in conn.execute("select action from audit_events order by seq")]
-        # The call's life is audited; so are the disclosures the caller heard.
-        assert actions[:2] == ["call.received", "call.answered"] and "call.ended" in actions
+        # The start's configuration, then the call's life; and the disclosures the caller heard.
+        assert actions[:3] == ["config.loaded", "call.received", "call.answered"], actions
+        assert "call.ended" in actions
         assert actions.count("disclosure.heard") == 2

@@ -122,3 +122,13 @@ def test_stop_followed_by_words_is_a_real_interruption() -> None:
                                                ("no", False), ("stop calling me", False)])  # fmt: skip
 def test_says_nothing_yet(text: str, nothing: bool) -> None:
     assert says_nothing_yet(text) is nothing
+
+
+def test_a_lone_i_is_no_backchannel_but_says_nothing_yet() -> None:
+    # pocketsphinx's first guess at almost any onset is "i": it must neither
+    # hold back an interruption nor count as words that confirm one.
+    assert not is_backchannel("i") and is_backchannel("i see") and is_backchannel("got it")
+    assert says_nothing_yet("i") and not says_nothing_yet("i need")
+    events = run(BargeInPolicy(), over_agent(60) + over_agent(200, "i"))
+    assert [d for _, d in events] == [Decision.INTERRUPT]
+    assert (events[0][0] + 1) * 20 == 140  # at the onset rule, not when a word comes

@@ -51,6 +51,9 @@ def test_barge_in_stop_latency_is_from_the_onset_to_the_last_agent_audio() -> No
     assert s.stop_latency_s == [pytest.approx(0.22)] and s.not_stopped == 0
     talked_over = score(CallLog("x", said=[said], heard=[(2.0, 9.0)]))
     assert talked_over.stop_latency_s == [] and talked_over.not_stopped == 1
+    # An onset in the gap between two sentences: the next one, cut, counts.
+    in_gap = score(CallLog("x", said=[said], heard=[(2.0, 4.9), (5.3, 5.35)], clears=[5.35]))
+    assert in_gap.stop_latency_s == [pytest.approx(0.25)]
 
 
 def test_a_backchannel_that_cleared_playback_is_a_wrong_stop_even_if_resumed() -> None:

@@ -44,3 +44,27 @@ async def test_runner_emits_started_then_finished_and_reports_the_outcome() -> N
     assert isinstance(finished, ToolCallFinished) and finished.status == "ok"
     assert outcomes[0][0] == "lookup-1" and outcomes[0][1].status is ToolStatus.OK
     await runner.close()
+
+
+async def test_the_profiles_declared_tools_check_arguments_against_their_schema() -> None:
+    # The engines build their runner from the profile: lookup_order's order_number
+    # must match ^[0-9]{5}$, so a bad argument is refused before the tool runs.
+    from pathlib import Path
+
+    from callagent.agents.profile import load_profiles
+
+    profile = load_profiles(Path(__file__).resolve().parents[2] / "config" / "agents")["customer_service"]
+    events: list[EngineEvent] = []
+    outcomes: list[tuple[str, ToolOutcome]] = []
+    runner = ToolRunner(OrderStore.sample(), events.append, lambda i, o: outcomes.append((i, o)),
+                        tools=profile.tools)  # fmt: skip
+    runner.run(ToolRequest("bad-1", "lookup_order", {"order_number": "4572"}))
+    runner.run(ToolRequest("good-1", "lookup_order", {"order_number": "45729"}))
+    for _ in range(50):
+        if len(outcomes) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await runner.close()
+    by_id = dict(outcomes)
+    assert by_id["bad-1"].status is ToolStatus.ERROR and "order_number" in by_id["bad-1"].error
+    assert by_id["good-1"].status is ToolStatus.OK and by_id["good-1"].data["order_number"] == "45729"

@@ -62,7 +62,7 @@ def detect(near: Int16, far: Int16, silero: SileroModel, *, aec: bool) -> list[b
             frame = near[i : i + FRAME]
             echo = False
             if aec:
-                cleaned = canceller.process(frame, far[i : i + FRAME])
+                cleaned = canceller.process(frame, far[i : i + FRAME], in_speech)
                 frame, echo = cleaned.clean_8k, cleaned.echo
             v = vad.process(frame)
             in_speech = v.is_speech and (in_speech or not echo)
@@ -150,6 +150,7 @@ def test_canceller_refuses_frames_of_the_wrong_size() -> None:
 def test_the_watchdog_learns_the_echo_path_then_flags_echo_that_gets_through() -> None:
     guard = EchoGuard()
     ref = 3000.0**2
+
     def db(x: float) -> float:  # an energy x dB under the reference
         return ref * 10 ** (x / 10)
 
@@ -173,3 +174,9 @@ def test_the_watchdog_learns_the_echo_path_then_flags_echo_that_gets_through() -
     # reference playing nothing is echo.
     assert guard.frame(1.0, 1.0, ref)
     assert not EchoGuard().frame(ref, ref, 0.0)
+    # A line that stayed silent under our speech has no echo: nothing is
+    # vetoed there, so a caller's soft onset is not delayed.
+    silent = EchoGuard()
+    for _ in range(60):
+        silent.frame(0.0, 0.0, ref)
+    assert silent.silent_line and not silent.frame(db(-20), db(-20), ref)

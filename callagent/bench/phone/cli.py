@@ -63,7 +63,7 @@ def score(sample: Sample, rec: Recording, speech: Sequence[AgentSpeech],
     tl = analyze.timeline(sample, rec, speech, turns)
     if spec.scenario is Scenario.SMOOTH:
         out = smooth_turn(tl)
-        res.takeover, res.latency_s = out.takeover, out.latency
+        res.takeover, res.latency_s, res.early = out.takeover, out.latency, out.early
         if out.takeover and out.latency is not None:
             at = tl.caller_turn.end + out.latency if tl.caller_turn else 0.0
             turn = next((a.turn for a in tl.agent if a.span.start >= at - 1e-6), "")
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated scenario audio (default var/phone_scenarios)")
     p.add_argument("--rescore", action="store_true",
                    help="make no calls: score the calls saved in --out again (after changing the measures)")
+    p.add_argument("--merge", action="append", default=[], metavar="DIR",
+                   help="also show the engines of an earlier run's --out DIR in the table (repeatable)")
     p.add_argument("--no-stt", action="store_true", help="skip word counts (short agent speech then never counts as a takeover)")
     return p
 
@@ -259,10 +261,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"skipped: {got}", flush=True)
         else:
             results[label] = got
+    for extra in args.merge:
+        saved = json.loads((Path(extra) / "results.json").read_text())
+        fields = {f.name for f in dataclasses.fields(SampleResult)}
+        for label, rows in saved["samples"].items():
+            results.setdefault(label, [SampleResult(**{k: v for k, v in r.items() if k in fields}) for r in rows])
     summaries = {label: summarize(rs) for label, rs in results.items()}
     table = markdown(summaries) if summaries else "(no engine ran)\n"
     machine = f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-    head = (f"phone benchmark, agent {args.agent}, {args.samples} samples per scenario; machine: {machine}\n"
+    profiles = ", ".join(f"{label}: {agent_for(args.agent, label.partition('/')[0])}" for label in results)
+    head = (f"phone benchmark, agent profiles {profiles or args.agent}, {args.samples} samples per scenario; "
+            f"machine: {machine}\n"
             + "".join(f"skipped {k}: {v}\n" for k, v in skipped.items()))  # fmt: skip
     print(head + table)
     out.mkdir(parents=True, exist_ok=True)

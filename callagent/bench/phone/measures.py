@@ -65,6 +65,7 @@ class Behaviour(enum.StrEnum):
 class TurnOutcome:
     takeover: bool
     latency: float | None  # seconds, when it took the turn
+    early: bool = False  # it started before the caller had finished (latency clipped to 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ def smooth_turn(tl: CallTimeline, window_s: float = TURN_WINDOW_S) -> TurnOutcom
     for speech in tl.agent:
         s = speech.span.start
         if turn.start <= s < turn.end + window_s and is_takeover(speech):
-            return TurnOutcome(True, max(0.0, s - turn.end))
+            return TurnOutcome(True, max(0.0, s - turn.end), s < turn.end)
     return TurnOutcome(False, None)
 
 

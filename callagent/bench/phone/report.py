@@ -33,6 +33,7 @@ class SampleResult:
     error: str = ""
     takeover: bool | None = None  # smooth: took the turn; pause: took over in the pause
     latency_s: float | None = None  # smooth turn-taking
+    early: bool | None = None  # smooth: the agent started before the caller had finished
     behaviour: str = ""  # overlaps
     stop_latency_s: float | None = None
     response_latency_s: float | None = None
@@ -62,6 +63,7 @@ def summarize(results: Sequence[SampleResult]) -> dict[str, Any]:
     out[Scenario.SMOOTH.value] = {
         "n": len(smooth),
         "tor": rate([bool(r.takeover) for r in smooth]),
+        "early": rate([bool(r.early) for r in smooth]),
         "latency_s": _lat(_vals([r.latency_s for r in smooth])),
     }
     pause = _ok(results, Scenario.PAUSE)
@@ -114,6 +116,7 @@ def markdown(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     row("smooth turn-taking: TOR (higher better)", lambda s: f"{_f(s[sm]['tor'])} (n={s[sm]['n']})")
     row("smooth turn-taking: latency p50 / p95 s (target p50 <= 0.35)",
         lambda s: f"{_f(s[sm]['latency_s']['p50'])} / {_f(s[sm]['latency_s']['p95'])}")
+    row("smooth turn-taking: agent started before the caller finished", lambda s: _f(s[sm]["early"]))
     row("pause handling: TOR (lower better, target <= 0.05)", lambda s: f"{_f(s[pa]['tor'])} (n={s[pa]['n']})")
     row("interruption: respond rate", lambda s: f"{_f(s[it]['respond'])} (n={s[it]['n']}, "
                                                 f"missed {s[it]['missed_overlap']})")

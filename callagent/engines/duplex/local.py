@@ -262,7 +262,9 @@ class LocalDuplexEngine:
         self._worker = _Worker(vad, stt, aec, self._reference, TurnPolicy(self._policy_config),
                                post, self._fed_ms, f"duplex-{call.call_id}")  # fmt: skip
         self._worker.start()
-        self._tools = ToolRunner(models.orders, self._emit, self._on_tool_done)
+        # The profile's declared tools: schema-checked arguments, HTTP tools, built-ins.
+        self._tools = ToolRunner(models.orders, self._emit, self._on_tool_done,
+                                 tools=self._profile.tools)
         spec = self._profile.flow
         fields = {f: call.parameters.get(f, "") for f in (spec.fields if spec else ())}
         if "caller_number" in fields:

@@ -32,9 +32,9 @@ __all__ = [
 FRAME_MS = 20
 
 BACKCHANNEL = frozenset(
-    "uh-huh uh huh mm-hm mm hm mhm hmm yeah yes yep ok okay right sure alright oh ah "
-    "up i see got it".split()
+    "uh-huh uh huh mm-hm mm hm mhm hmm yeah yes yep ok okay right sure alright oh ah up".split()
 )
+_BACKCHANNEL_PAIRS = frozenset({("i", "see"), ("got", "it")})
 # Words that interrupt at once whatever else was said (the caller wants the floor).
 _STOP_WORDS = frozenset("stop wait no sorry actually agent human representative".split())
 # Words that only take the floor: an utterance of nothing else says nothing yet.
@@ -47,15 +47,32 @@ def _words(text: str) -> list[str]:
     return [w for w in (t.strip(".,?!").lower() for t in text.split()) if w]
 
 
+def _content(words: list[str]) -> list[str]:
+    """The words left once backchannels ("yeah", "i see", "got it") are removed."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        if tuple(words[i : i + 2]) in _BACKCHANNEL_PAIRS:
+            i += 2
+            continue
+        if words[i] not in BACKCHANNEL:
+            out.append(words[i])
+        i += 1
+    return out
+
+
 def is_backchannel(text: str) -> bool:
     """True when every word is a backchannel token (and there is at least one)."""
     words = _words(text)
-    return bool(words) and all(w in BACKCHANNEL for w in words)
+    return bool(words) and not _content(words)
 
 
 def says_nothing_yet(text: str) -> bool:
-    """No words, or only backchannels and floor-taking words ("wait", "stop")."""
-    return all(w in BACKCHANNEL or w in _FLOOR for w in _words(text))
+    """No words, or only backchannels and floor-taking words ("wait", "stop").
+    A lone "i" counts as nothing yet: it is the recogniser's first guess at
+    almost any onset."""
+    rest = _content(_words(text))
+    return all(w in _FLOOR for w in rest) or rest == ["i"]
 
 
 class Decision(enum.Enum):

@@ -240,7 +240,9 @@ class PipelineEngine:
             name=f"speech-{call.call_id}",
         )
         self._worker.start()
-        self._tools = ToolRunner(models.orders, self._emit, self._on_tool_done)
+        # The profile's declared tools: schema-checked arguments, HTTP tools, built-ins.
+        self._tools = ToolRunner(models.orders, self._emit, self._on_tool_done,
+                                 tools=self._profile.tools)
         spec = self._profile.flow
         wanted = spec.fields if spec is not None else ()
         fields = {f: call.parameters.get(f, "") for f in wanted}

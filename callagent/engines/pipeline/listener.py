@@ -167,7 +167,7 @@ class SpeechWorker:
         echo = False
         if self._echo is not None:
             canceller, reference = self._echo
-            cleaned = canceller.process(frame, reference(self._turns.now_ms))
+            cleaned = canceller.process(frame, reference(self._turns.now_ms), self._in_speech)
             frame, up, echo = cleaned.clean_8k, cleaned.clean_16k, cleaned.echo
         else:
             up = self._up.resample_chunk(frame)
