@@ -53,7 +53,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from callagent.sim.caller import SimulatedCall, run_simulated_call
 
-    settings = _settings()
+    # The caller only signs: without a token it can still call a development
+    # server (`scripts/serve` with no token runs with verification off).
+    settings = _settings(for_service=False)
+    if not settings.twilio.auth_token:
+        print("callagent simulate: CALLAGENT_TWILIO_AUTH_TOKEN is not set; requests carry "
+              "signatures only a server with verification off accepts", file=sys.stderr)
     call = SimulatedCall(
         base_url=args.url or f"http://{settings.server.host}:{settings.server.port}",
         public_origin=settings.server.public_origin,

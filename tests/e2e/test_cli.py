@@ -108,3 +108,34 @@ def test_simulate_a_call_against_a_served_process(tmp_path: Path) -> None:
         assert actions[:3] == ["config.loaded", "call.received", "call.answered"], actions
         assert "call.ended" in actions
         assert actions.count("disclosure.heard") == 2
+
+
+async def test_simulate_without_a_token_calls_a_development_server(
+    sqlite_db_url: str, tmp_path: Path
+) -> None:
+    # `scripts/serve` with no token runs with verification off; the simulator,
+    # also without a token, still calls it, and says why its signatures are void.
+    import asyncio
+
+    from callagent.app import create_app
+    from callagent.engines.fixture import FixtureEngine, FixtureScript
+    from tests.e2e.conftest import make_settings, start_service, stop_service
+
+    settings = make_settings(sqlite_db_url, tmp_path, verify=False)
+    script = FixtureScript.packaged()
+    app = create_app(settings, lambda s: (lambda call: FixtureEngine(script)))
+    server, task = await start_service(settings, app)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLAGENT_")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callagent", "simulate",
+            "--url", f"http://127.0.0.1:{settings.server.port}",
+            "--silence", "0.5", "--lead", "0.2", "--tail", "0.2",
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+    finally:
+        await stop_service(server, task)
+    assert proc.returncode == 0, err.decode()
+    assert "completed" in out.decode()
+    assert "CALLAGENT_TWILIO_AUTH_TOKEN is not set" in err.decode()
