@@ -199,7 +199,9 @@ class TestRegistrationErrors:
     def test_a_name_is_free_again_after_its_echo(self) -> None:
         t = _tracker_with([("a1", "t1", 500)])
         t.on_mark_echo("a1")
-        t.register_mark("a1", "t1", 600)
+        t.register_mark("a1", "t1", 600)  # no "already pending" error
+        t.on_mark_echo("a1")
+        assert t.heard_ms("t1") == 600
 
     @pytest.mark.parametrize("bad", [-1, math.nan, math.inf, "10", True])
     def test_sent_ms_must_be_a_finite_non_negative_number(self, bad: object) -> None:
