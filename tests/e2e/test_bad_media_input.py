@@ -147,6 +147,13 @@ async def test_too_many_rejections_end_the_call(live: LiveService) -> None:
     assert call.end_reason == f"protocol error: {live.settings.media.max_rejections} rejected messages"
 
 
+async def first_agent_audio(ws: websockets.ClientConnection) -> None:
+    while True:
+        message = json.loads(await ws.recv())
+        if message.get("event") == "media":
+            return
+
+
 async def test_socket_dropped_without_stop_is_recorded(live: LiveService) -> None:
     url, params = await open_call(live)
     peer = TwilioPeer(stream_sid="MZ" + "6" * 32, call_sid="CA" + "2" * 32, account_sid="AC" + "0" * 32)
@@ -155,6 +162,9 @@ async def test_socket_dropped_without_stop_is_recorded(live: LiveService) -> Non
         await ws.send(peer.start(custom_parameters=params))
         for _ in range(10):
             await ws.send(peer.media(SILENCE))
+        # Drop only once the greeting is under way (its first audio has reached us): on a
+        # busy machine its synthesis may take longer than sending ten frames.
+        await asyncio.wait_for(first_agent_audio(ws), timeout=30)
     call = await wait_closed(live.db, params["call_id"])
     assert call.end_reason == "media stream disconnected before stop"
     async with make_sessionmaker(live.db)() as s:
