@@ -34,6 +34,18 @@ class PlaybackProgress:
     complete: bool
 
 
+def split_heard(text: str, heard_ms: float, total_ms: float) -> tuple[str, str]:
+    """``text`` split into the words the caller heard and the rest, the words
+    spread evenly over the audio: an approximation for speech with no word
+    timings. The session records the heard part; an engine that resumes a
+    cut sentence says the rest."""
+    if total_ms <= 0 or heard_ms >= total_ms:
+        return text, ""
+    words = text.split()
+    k = int(len(words) * max(0.0, heard_ms) / total_ms)
+    return " ".join(words[:k]), " ".join(words[k:])
+
+
 # ---- events an engine yields ----------------------------------------------
 
 

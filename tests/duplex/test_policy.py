@@ -85,6 +85,33 @@ def test_a_backchannel_over_us_pauses_within_250_ms_then_resumes() -> None:
     assert s.policy.state is State.SPEAKING
 
 
+def test_a_short_backchannel_resumes_after_a_short_quiet() -> None:
+    # An "uh-huh" of 300 ms: paused at onset + 200 ms, resumed 100 ms after it
+    # ends, so the agent's audio has a gap of about half a second at most.
+    s = speaking()
+    s.run(300, True, text="uh-huh")
+    end = s.t
+    s.run(300, False)
+    [pause], [resume] = s.of(Pause), s.of(Resume)
+    assert resume.kind is Overlap.BACKCHANNEL and resume.at_ms + 20 - end == 100
+    assert resume.at_ms - pause.at_ms <= 400
+
+
+def test_a_bare_stop_in_a_short_burst_is_resumed_over() -> None:
+    # pocketsphinx hears a short "uh-huh" as "stop".
+    s = speaking()
+    s.run(300, True, text="stop")
+    s.run(300, False)
+    assert s.of(Pause) and s.of(Resume) and not s.of(Yield)
+
+
+def test_stop_in_a_longer_burst_yields() -> None:
+    s = speaking()
+    s.run(700, True, text="stop")
+    [y] = s.of(Yield)
+    assert y.reason.startswith("stop_word") and not s.of(Resume)
+
+
 def test_an_interruption_yields_the_floor() -> None:
     s = speaking()
     s.run(300, True, text="actually wait")

@@ -69,13 +69,50 @@ def test_speech_while_the_agent_is_silent_is_no_barge_in() -> None:
     assert run(BargeInPolicy(), frames) == []
 
 
-def test_interruption_without_words_resumes_after_about_a_second() -> None:
-    # 300 ms of wordless sound (a cough) over the agent, then quiet.
-    frames = over_agent(300) + [(False, False, False, "")] * 60
+@pytest.mark.parametrize("partial", ["", "uh huh", "yes", "i"])
+def test_a_short_burst_without_content_resumes_once_the_caller_is_quiet(partial: str) -> None:
+    # 300 ms over the agent ("uh-huh", a cough), its words (if any) recognised
+    # only after the cut at onset + 140 ms: it resumes after 100 ms of quiet,
+    # not a second later.
+    frames = (over_agent(160) + over_agent(140, partial)
+              + [(False, False, False, partial)] * 60)  # fmt: skip
     events = run(BargeInPolicy(), frames)
     assert [d for _, d in events] == [Decision.INTERRUPT, Decision.RESUME]
     resume_at = (events[1][0] + 1) * 20
-    assert 900 <= resume_at <= 1100
+    assert resume_at == 300 + 100
+
+
+def test_a_short_burst_asking_for_the_floor_is_not_resumed_at_once() -> None:
+    # "wait" asks the agent to stop: it resumes only if the utterance ends with nothing more.
+    policy = BargeInPolicy()
+    frames = over_agent(300, "wait") + [(False, False, False, "wait")] * 30
+    assert [d for _, d in run(policy, frames)] == [Decision.INTERRUPT]
+    assert policy.turn_ended("wait") is Decision.RESUME
+
+
+def test_a_longer_wordless_sound_resumes_after_about_a_second() -> None:
+    # 800 ms of sound without words (too long for a backchannel), then quiet.
+    frames = over_agent(800) + [(False, False, False, "")] * 60
+    events = run(BargeInPolicy(), frames)
+    assert [d for _, d in events] == [Decision.INTERRUPT, Decision.RESUME]
+    resume_at = (events[1][0] + 1) * 20
+    assert resume_at == 1000
+
+
+def test_floor_words_over_a_longer_stretch_wait_for_the_utterance_end() -> None:
+    # "Actually wait, ... stop, ..." with pauses: no resume in the pauses, and
+    # none once a second has passed since the onset.
+    policy = BargeInPolicy()
+    frames = (over_agent(700, "actually wait") + over_agent(240, "actually wait", speech=False)
+              + over_agent(300, "actually wait stop")
+              + over_agent(600, "actually wait stop", speech=False))  # fmt: skip
+    assert [d for _, d in run(policy, frames)] == [Decision.INTERRUPT]
+    assert policy.turn_ended("actually wait stop i need to change the address") is Decision.NONE
+
+
+def test_quick_resume_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="resume_silence_ms"):
+        BargeInConfig(resume_silence_ms=0)
 
 
 def test_interruption_that_brings_words_is_not_resumed() -> None:
@@ -103,11 +140,26 @@ def test_onset_budget_is_enforced() -> None:
 
 
 def test_a_bare_stop_clears_at_once_but_resumes_if_nothing_follows() -> None:
-    # pocketsphinx hears a lone "uh-huh" as "stop": nothing said yet, so resume.
+    # pocketsphinx hears a lone "uh-huh" as "stop": nothing said yet, so it
+    # resumes once the caller has been quiet for 100 ms.
     policy = BargeInPolicy()
     assert run(policy, over_agent(60, "stop") + over_agent(200, "stop", speech=False)) == [
-        (0, Decision.INTERRUPT)]  # fmt: skip
-    assert policy.turn_ended("stop") is Decision.RESUME
+        (0, Decision.INTERRUPT), (7, Decision.RESUME)]  # fmt: skip
+    assert policy.turn_ended("stop") is Decision.NONE  # already resumed
+
+
+def test_early_guesses_over_a_short_burst_do_not_take_the_floor() -> None:
+    # What pocketsphinx made of a "yes" over the agent, frame by frame.
+    frames = (over_agent(160) + over_agent(40, "the") + over_agent(220, "yeah")
+              + over_agent(200, "yes", speech=False))  # fmt: skip
+    assert [d for _, d in run(BargeInPolicy(), frames)] == [Decision.INTERRUPT, Decision.RESUME]
+
+
+def test_short_words_with_content_take_the_floor_at_the_pause() -> None:
+    policy = BargeInPolicy()
+    frames = over_agent(160) + over_agent(200, "two") + over_agent(300, "two", speech=False)
+    assert [d for _, d in run(policy, frames)] == [Decision.INTERRUPT]
+    assert policy.turn_ended("two") is Decision.NONE  # an answer: the agent stays cut
 
 
 def test_stop_followed_by_words_is_a_real_interruption() -> None:

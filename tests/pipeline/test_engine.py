@@ -174,7 +174,9 @@ async def test_order_status_request_then_spoken_digits(
     assert any("4 5 7 2 9" in d.text for d in done[2:])
     # Per-turn figures.
     assert run.metric("stt_ms") and run.metric("brain_ms") and run.metric("tts_ms")
-    assert all(v < 2500 for v in run.metric("eos_to_audio_ms"))
+    # One end-of-speech-to-audio figure per reply (how fast: `scripts/bench turns`).
+    eos = run.metric("eos_to_audio_ms")
+    assert len(eos) == 2 and all(v > 0 for v in eos)
     # The loop is never held for long (2 shared vCPUs: scheduling noise reaches
     # a few tens of ms; a blocking native call would show as 80+ ms every turn).
     print(f"event loop lag: p99 {run.p99_lag_ms:.1f} ms, max {run.max_lag_ms:.1f} ms")
@@ -276,9 +278,12 @@ async def test_a_short_yes_over_the_menu_is_a_backchannel_and_the_agent_resumes(
     run = await run_call(engine, silence(30.0), when=menu_playing,
                          then=np.concatenate([words, silence(5.0)]))  # fmt: skip
     done = run.of(AgentTurnDone)
-    # Either it never interrupted, or it picked up again from the cut sentence.
+    # Either it never interrupted, or it picked up again where it was cut, and
+    # soon: decided on the audio clock within 450 ms of the cut.
     if run.of(Interrupt):
         assert len(done) == 2 and done[1].text.endswith("How can I help?")
+        [resumed_after] = run.metric("barge_in_resumed_after_ms")
+        assert 0 < resumed_after <= 450
     assert not any("didn't catch" in d.text for d in done)  # "yes" was not taken as an answer
 
 

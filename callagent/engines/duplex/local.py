@@ -12,8 +12,9 @@ shared executor, and runs tools as background tasks (the pipeline's
 Overlaps: a caller who talks over us for `soft_pause_ms` is a soft pause:
 `Interrupt` clears Twilio's buffer at once (we keep the position); if the
 overlap proves a backchannel, side talk or noise, the rest of the turn is
-resumed from the cut sentence as a new turn; if it is an interruption we
-yield and answer the caller. Echo of our own voice never counts (the
+resumed as a new turn, from just before the cut if the pause was short,
+else from the cut sentence ("As I was saying": `engines.resume`); if it is
+an interruption we yield and answer the caller. Echo of our own voice never counts (the
 reference timeline is what we sent, placed on the audio clock at its
 estimated playout). Non-interruptible speech (disclosures) is never paused.
 """
@@ -64,6 +65,7 @@ from callagent.engines.duplex.policy import (
 from callagent.engines.pipeline.models import PipelineModels
 from callagent.engines.pipeline.sentences import split_sentences
 from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
+from callagent.engines.resume import CutSpeech, resumption
 from callagent.speech.aec import EchoCanceller, ReferenceTimeline
 from callagent.speech.stt_pocketsphinx import PocketsphinxStt, Search
 from callagent.speech.vad import TwoStageVad
@@ -75,7 +77,6 @@ FRAME = 160  # 20 ms at 8 kHz
 CHUNK_FRAMES = 10  # the 200 ms chunk: partials reach the controller this often
 PREROLL_FRAMES = 10
 _IDLE_CHECK_MS = 200.0
-RESUME_PREFIX_AFTER_MS = 1500.0  # a longer pause resumes with "As I was saying, ..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,7 @@ class _Segment:
     start_ms: float
     end_ms: float
     interruptible: bool
+    pcm: Pcm  # kept so that a resumed turn replays it without synthesis
 
 
 @dataclass
@@ -203,6 +205,7 @@ class _Turn:
     sentences: list[tuple[str, bool]]
     cancelled: bool = False
     segments: list[_Segment] = field(default_factory=list)
+    ready: dict[int, Pcm] = field(default_factory=dict)  # already synthesized, by index
 
 
 class LocalDuplexEngine:
@@ -231,8 +234,7 @@ class LocalDuplexEngine:
         self._speaker: asyncio.Task[None] | None = None
         self._turns: dict[str, _Turn] = {}
         self._segments: list[_Segment] = []
-        self._resume: list[tuple[str, bool]] = []
-        self._paused_at_ms = 0.0
+        self._cut: CutSpeech | None = None  # speech a soft pause cut, to resume
         self._seq = 0
         self._fed_ms = 0.0
         self._speech_end_ms = 0.0  # when the speech sent so far ends (idle baseline)
@@ -333,21 +335,18 @@ class LocalDuplexEngine:
             return
         d = item.decision
         if isinstance(d, Pause):
-            self._paused_at_ms = d.at_ms
             if self._stop_speech(drop=False):
                 self._emit(Metric("duplex_pause_after_onset_ms", d.at_ms + 20.0 - d.onset_ms))
         elif isinstance(d, Resume):
             self._emit(Metric(f"duplex_resume_{d.kind.value}", 1.0))
-            if self._resume and not self._ended:
-                sentences, self._resume = self._resume, []
-                if d.at_ms - self._paused_at_ms > RESUME_PREFIX_AFTER_MS:
-                    text, interruptible = sentences[0]
-                    sentences[0] = (f"As I was saying, {text[:1].lower()}{text[1:]}",
-                                    interruptible)  # fmt: skip
-                self._queue(sentences)
+            cut, self._cut = self._cut, None
+            if cut is not None and not self._ended:
+                resumed = resumption(cut, self._fed_ms)
+                if resumed.sentences:
+                    self._queue(resumed.sentences, resumed.ready)
         elif isinstance(d, Yield):
             self._stop_speech(drop=True)
-            self._resume = []
+            self._cut = None
             self._emit(Metric("duplex_yield_after_onset_ms", d.at_ms + 20.0 - d.onset_ms))
         else:
             self._answer(d, item.text.strip())
@@ -357,7 +356,7 @@ class LocalDuplexEngine:
         if not text or self._flow is None or self._ended:
             return
         self._emit(UserTranscript(text, final=True, end_ms=d.at_ms - d.silence_ms))
-        self._resume = []
+        self._cut = None
         actions = self._flow.on_user_text(text, True)
         if actions:
             self._stop_speech(drop=True)
@@ -377,7 +376,9 @@ class LocalDuplexEngine:
         turn_id = playing[0].turn_id
         state = self._turns[turn_id]
         state.cancelled = True
-        self._resume = [] if drop else state.sentences[playing[0].index :]
+        self._cut = None if drop else CutSpeech(
+            now, state.sentences[playing[0].index :], [s.pcm for s in playing],
+            now - playing[0].start_ms)  # fmt: skip
         self._segments = [s for s in self._segments if s.turn_id != turn_id]
         self._speech_end_ms = max([now, *(s.end_ms for s in self._segments)])
         self._reference.cut(now)
@@ -413,10 +414,10 @@ class LocalDuplexEngine:
         if says:
             self._queue(says)
 
-    def _queue(self, sentences: list[tuple[str, bool]]) -> None:
+    def _queue(self, sentences: list[tuple[str, bool]], ready: dict[int, Pcm] | None = None) -> None:
         self._seq += 1
         turn_id = f"d{self._seq}"
-        self._turns[turn_id] = _Turn(sentences)
+        self._turns[turn_id] = _Turn(sentences, ready=dict(ready or {}))
         self._out.put_nowait(turn_id)
 
     def _on_tool_done(self, request_id: str, outcome: ToolOutcome) -> None:
@@ -438,13 +439,14 @@ class LocalDuplexEngine:
                 if state.cancelled:
                     break
                 t0 = time.perf_counter()
-                pcm = await loop.run_in_executor(models.executor, models.tts.prompt_8k, sentence)
+                pcm = state.ready.pop(index, None) or await loop.run_in_executor(
+                    models.executor, models.tts.prompt_8k, sentence)  # fmt: skip
                 if state.cancelled:
                     break
                 if index == 0:
                     self._emit(Metric("tts_ms", 1000.0 * (time.perf_counter() - t0), item))
                 start = max([self._fed_ms, *(s.end_ms for s in self._segments)])
-                seg = _Segment(item, index, start, start + pcm.duration_ms, interruptible)
+                seg = _Segment(item, index, start, start + pcm.duration_ms, interruptible, pcm)
                 state.segments.append(seg)
                 self._segments.append(seg)
                 self._reference.add(start, pcm.samples)

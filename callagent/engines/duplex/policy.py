@@ -164,6 +164,11 @@ class PolicyConfig:
     interrupt_words: int = 3
     backchannel_max_ms: float = 1000.0
     resume_quiet_ms: float = 800.0
+    # A burst this short that proves no interruption resumes after only
+    # quick_resume_quiet_ms of quiet: an "uh-huh" costs a pause of about
+    # half a second, which Full-Duplex-Bench v1.5 does not count as a stop.
+    quick_resume_speech_ms: float = 600.0
+    quick_resume_quiet_ms: float = 100.0
     background_margin_db: float = 10.0
 
 
@@ -259,7 +264,10 @@ class TurnPolicy:
         # PAUSED
         if self._is_interruption(run):
             return [self._yield(f, run, paused=True)]
-        if self._quiet_ms >= c.resume_quiet_ms:
+        quick = (run.speech_ms <= c.quick_resume_speech_ms
+                 and self._quiet_ms >= c.quick_resume_quiet_ms
+                 and self._classify(run) in (Overlap.BACKCHANNEL, Overlap.NOISE))  # fmt: skip
+        if quick or self._quiet_ms >= c.resume_quiet_ms:
             kind = self._classify(run)
             self._run = None
             self._move(State.SPEAKING)
@@ -292,8 +300,11 @@ class TurnPolicy:
     def _classify(self, run: _Run) -> Overlap:
         c = self.config
         words = _words(run.text)
-        if any(w in STOP_WORDS for w in words) or (words and words[0] in QUESTION_STARTS
-                                                    and len(words) >= 3):  # fmt: skip
+        # pocketsphinx hears a short "uh-huh" as "stop": alone in a short burst
+        # it is no stop word (a "stop" that goes on to say more still is).
+        bare_stop = words == ["stop"] and run.speech_ms <= c.quick_resume_speech_ms
+        if (any(w in STOP_WORDS for w in words) and not bare_stop) or (
+                words and words[0] in QUESTION_STARTS and len(words) >= 3):  # fmt: skip
             return Overlap.INTERRUPTION
         if any(w in SIDE_TALK for w in words):
             return Overlap.SIDE_TALK

@@ -8,10 +8,19 @@ unless the words recognised by then are only backchannel ("uh-huh", "yeah",
 noise and never interrupt; neither does anything over a segment marked
 non-interruptible.
 
-An interruption is provisional: if it brings no words within `resume_ms`
-(~1 s) of its onset, or the caller's utterance ends with nothing but
-backchannel or floor-taking words ("wait", "stop": nothing said yet), the
-policy says `RESUME` and the agent picks up again from the cut sentence.
+An interruption is provisional: the policy says `RESUME` and the agent picks
+up again where it was cut when
+- the caller's speech was backchannel-short (at most `quick_resume_speech_ms`)
+  and has been followed by `resume_silence_ms` of silence, with no words or
+  only backchannel words recognised: an "uh-huh" or a "yes" over the agent costs it a pause of about half
+  a second, not its place (Full-Duplex-Bench v1.5 merges an agent's gaps of
+  up to 0.5 s into one utterance: such a pause is not a stop);
+- or no words came within `resume_ms` (~1 s) of its onset;
+- or the caller's utterance ends with nothing but backchannel or floor-taking
+  words ("wait", "stop": nothing said yet).
+The first rule cannot wait for the utterance's final words: the end-of-turn
+hangover alone would make the pause too long. If words come after all, the
+final transcript interrupts the resumed speech again.
 A stop word still clears playback at once (the stop latency matters more).
 """
 
@@ -75,6 +84,15 @@ def says_nothing_yet(text: str) -> bool:
     return all(w in _FLOOR for w in rest) or rest == ["i"]
 
 
+def _only_backchannel(text: str, *, bare_stop: bool = False) -> bool:
+    """No words, or backchannels only; with `bare_stop`, a lone "stop" too:
+    pocketsphinx hears a short "uh-huh" as "stop". Other floor words ("wait",
+    "actually", "hold on") ask for the floor: the agent does not talk on
+    after them until the utterance has ended with nothing more."""
+    rest = _content(_words(text))
+    return not rest or rest == ["i"] or (bare_stop and rest == ["stop"])
+
+
 class Decision(enum.Enum):
     NONE = "none"
     INTERRUPT = "interrupt"  # clear playback, stop synthesis
@@ -93,10 +111,16 @@ class BargeInConfig:
     onset_ms: int = 140
     resume_ms: int = 1000
     max_backchannel_ms: int = 1200  # a "backchannel" longer than this interrupts
+    # A burst of at most this much speech, then this much silence with nothing
+    # said: resume at once (see the module docstring).
+    quick_resume_speech_ms: int = 600
+    resume_silence_ms: int = 100  # the VAD's own speech end already lags ~150 ms
 
     def __post_init__(self) -> None:
         if not 0 < self.onset_ms <= 250:
             raise ValueError("onset_ms must be in (0, 250]")
+        if not 0 < self.resume_silence_ms < self.resume_ms:
+            raise ValueError("resume_silence_ms must be in (0, resume_ms)")
 
 
 class BargeInPolicy:
@@ -108,6 +132,7 @@ class BargeInPolicy:
         self._now = 0.0
         self._onset: float | None = None  # start of the current speech run
         self._speech_ms = 0.0
+        self._silence_ms = 0.0  # since the last speech frame
 
     @property
     def interrupted(self) -> bool:
@@ -123,17 +148,14 @@ class BargeInPolicy:
                 self._onset = self._now - FRAME_MS
                 self._speech_ms = 0.0
             self._speech_ms += FRAME_MS
-        elif self._state in (_State.IDLE, _State.OVERLAP):
-            self._onset = None
-            self._state = _State.IDLE
+            self._silence_ms = 0.0
+        else:
+            self._silence_ms += FRAME_MS
+            if self._state in (_State.IDLE, _State.OVERLAP):
+                self._onset = None
+                self._state = _State.IDLE
         if self._state is _State.INTERRUPTED:
-            if not says_nothing_yet(partial):
-                self._state = _State.YIELDED
-                return Decision.NONE
-            assert self._onset is not None
-            if self._now - self._onset >= self.config.resume_ms and not speech:
-                return self._resume()
-            return Decision.NONE
+            return self._interrupted(speech, partial)
         if self._state is _State.YIELDED:
             return Decision.NONE
         if not (speech and agent_speaking and interruptible):
@@ -147,6 +169,27 @@ class BargeInPolicy:
         if is_backchannel(partial) and self._speech_ms < self.config.max_backchannel_ms:
             return Decision.NONE
         return self._interrupt(yielded=not says_nothing_yet(partial))
+
+    def _interrupted(self, speech: bool, partial: str) -> Decision:
+        """After a provisional interruption: resume, yield, or wait."""
+        assert self._onset is not None
+        short = self._speech_ms <= self.config.quick_resume_speech_ms
+        if speech:
+            # The recogniser's first guesses over a short burst ("the", "are")
+            # are noise: only words in longer speech take the floor now.
+            if not short and not says_nothing_yet(partial):
+                self._state = _State.YIELDED
+            return Decision.NONE
+        if self._silence_ms < self.config.resume_silence_ms:
+            return Decision.NONE
+        if short and _only_backchannel(partial, bare_stop=True):
+            return self._resume()
+        if not says_nothing_yet(partial):
+            self._state = _State.YIELDED
+            return Decision.NONE
+        if _only_backchannel(partial) and self._now - self._onset >= self.config.resume_ms:
+            return self._resume()  # a longer sound that brought no words (a cough)
+        return Decision.NONE  # "wait", "actually": the utterance's end decides
 
     def turn_ended(self, final_text: str) -> Decision:
         """The caller's utterance ended with `final_text` (may be empty)."""

@@ -63,6 +63,7 @@ from callagent.engines.base import (
     Transfer,
     UserTranscript,
 )
+from callagent.engines.resume import CutSpeech, resumption
 from callagent.engines.pipeline.bargein import (
     BargeInConfig,
     BargeInPolicy,
@@ -129,12 +130,15 @@ class _Segment:
     end_ms: float
     interruptible: bool
     index: int  # sentence index in its turn
+    pcm: Pcm  # kept so that a resumed turn replays it without synthesis
 
 
 @dataclass
 class _TurnState:
     sentences: list[tuple[str, bool]]
     cancelled: bool = False
+    # Audio already synthesized, by sentence index (a resumed turn's cut sentences).
+    ready: dict[int, Pcm] = field(default_factory=dict)
     segments: list[_Segment] = field(default_factory=list)
     # An open turn grows while the LLM streams; the speaker waits for more.
     open: bool = False
@@ -181,7 +185,7 @@ class PipelineEngine:
         self._turns: dict[str, _TurnState] = {}
         self._segments: list[_Segment] = []  # emitted, possibly still playing
         self._speech_end_ms = 0.0  # when the agent's speech sent so far ends (idle baseline)
-        self._resume: list[tuple[str, bool]] = []
+        self._cut: CutSpeech | None = None  # speech an interruption cut, to resume
         self._last_final: Final | None = None
         self._ended = False
         self._closed = False
@@ -356,6 +360,8 @@ class PipelineEngine:
                 self._interrupt_current()
                 self._emit(Metric("barge_in_at_ms", event.at_ms, cut))
             elif event.decision is Decision.RESUME:
+                if self._cut is not None:  # how long the agent was cut, on the audio clock
+                    self._emit(Metric("barge_in_resumed_after_ms", event.at_ms - self._cut.at_ms))
                 self._resume_speech()
         else:
             self._on_final(event)
@@ -407,7 +413,7 @@ class PipelineEngine:
             self._resume_speech()
             return  # a backchannel over the agent: not an answer
         if self._brain is not None and not self._ended:
-            self._resume = []
+            self._cut = None
             self._last_final = final
             self._interrupt_current()
             if self._brain_task is not None:
@@ -416,7 +422,7 @@ class PipelineEngine:
             return
         if self._flow is None or self._ended:
             return
-        self._resume = []
+        self._cut = None
         if self._held is not None:  # the caller went on after a pause: one answer
             held, said, _ = self._held
             self._held = None
@@ -486,12 +492,18 @@ class PipelineEngine:
         if says:
             self._queue_speech(says)
 
-    def _queue_speech(self, sentences: list[tuple[str, bool]]) -> None:
-        first, interruptible = sentences[0]
-        sentences = [(c, interruptible) for c in split_first_clause(first)] + sentences[1:]
+    def _queue_speech(
+        self, sentences: list[tuple[str, bool]], ready: dict[int, Pcm] | None = None
+    ) -> None:
+        ready = dict(ready or {})
+        if 0 not in ready:  # the first clause alone goes to synthesis: it is heard sooner
+            first, interruptible = sentences[0]
+            clauses = [(c, interruptible) for c in split_first_clause(first)]
+            sentences = clauses + sentences[1:]
+            ready = {i + len(clauses) - 1: pcm for i, pcm in ready.items()}
         self._turn_seq += 1
         turn_id = f"a{self._turn_seq}"
-        self._turns[turn_id] = _TurnState(sentences)
+        self._turns[turn_id] = _TurnState(sentences, ready=ready)
         self._out.put_nowait(_Speech(turn_id, sentences))
 
     def _on_tool_done(self, request_id: str, outcome: ToolOutcome) -> None:
@@ -569,7 +581,8 @@ class PipelineEngine:
         if any(not s.interruptible for s in playing):
             return  # disclosures play to the end
         first = playing[0].index if playing else len(state.sentences)
-        self._resume = state.sentences[first:]
+        self._cut = CutSpeech(now, state.sentences[first:], [s.pcm for s in playing],
+                              now - playing[0].start_ms) if playing else None  # fmt: skip
         if self._brain is not None:
             self._brain.heard(" ".join(s for s, _ in state.sentences[:first]))
         state.cancelled = True
@@ -579,9 +592,11 @@ class PipelineEngine:
         self._emit(Interrupt(turn_id))
 
     def _resume_speech(self) -> None:
-        if self._resume and not self._ended:
-            sentences, self._resume = self._resume, []
-            self._queue_speech(sentences)
+        cut, self._cut = self._cut, None
+        if cut is not None and not self._ended:
+            resumed = resumption(cut, self._fed_ms)
+            if resumed.sentences:
+                self._queue_speech(resumed.sentences, resumed.ready)
 
     # ---- the speaker task --------------------------------------------------
 
@@ -605,14 +620,14 @@ class PipelineEngine:
                     break
                 sentence, interruptible = item.sentences[index]
                 t0 = time.perf_counter()
-                pcm = await self._synthesize(sentence, models)
+                pcm = state.ready.pop(index, None) or await self._synthesize(sentence, models)
                 if state.cancelled:
                     break
                 if index == 0:
                     self._first_audio_metrics(item.turn_id, 1000.0 * (time.perf_counter() - t0))
                 start = max(self._fed_ms, self._playout_end_ms())
                 seg = _Segment(item.turn_id, start, start + 1000.0 * len(pcm) / pcm.rate,
-                               interruptible, index)  # fmt: skip
+                               interruptible, index, pcm)  # fmt: skip
                 state.segments.append(seg)
                 self._segments.append(seg)
                 self._reference.add(seg.start_ms, pcm.samples)
