@@ -34,6 +34,7 @@ extra word between their words. The choice with the longest match wins.
 
 from __future__ import annotations
 
+import copy
 import enum
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -265,6 +266,9 @@ class FlowSpec:
 
 # ---- text matching ---------------------------------------------------------
 
+# How long an engine waits, on the audio clock, for more words after words
+# the flow could only re-prompt on (`Flow.would_only_reprompt`).
+REPROMPT_HOLD_MS = 900.0
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 _FILLERS = frozenset({"um", "umm", "uh", "uhm", "er", "erm", "ah", "hmm", "hm", "mm"})
 _UNITS = {
@@ -691,6 +695,17 @@ class Flow:
             self._values[node.capture.slot] = " ".join(text.split())
             return self._enter(node.capture.goto)
         return self._miss(node)
+
+    def would_only_reprompt(self, text: str) -> bool:
+        """Would `text` only draw a re-prompt (no choice, digits, capture or
+        intent)? Such words ("hi", "actually wait") are likely the start of a
+        sentence: engines wait `REPROMPT_HOLD_MS` more before answering them."""
+        if self._state is not FlowState.LISTENING:
+            return False
+        probe = copy.deepcopy(self)
+        actions = probe.on_user_text(text, True)
+        moved = probe.node != self.node or any(not isinstance(a, Say | ListenFor) for a in actions)
+        return bool(actions) and not moved
 
     def on_dtmf(self, digit: str) -> list[Action]:
         if digit not in _DTMF or len(digit) != 1:

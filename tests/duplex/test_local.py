@@ -250,3 +250,18 @@ async def test_a_mid_sentence_pause_is_waited_out(
     assert len(finals) == 1 and "status" in finals[0] and "order" in finals[0], finals
     assert d2_texts(line)
     assert not metric(line, "duplex_endpoint_incomplete")
+
+
+@pytest.mark.parametrize("pause_s", [0.7, 1.0])
+async def test_words_the_flow_cannot_use_wait_for_the_rest_of_the_sentence(
+    profile: AgentProfile, models: PipelineModels, pause_s: float
+) -> None:
+    # "Hi, [pause] I'd like to check the status of my order.": "hi" alone would
+    # only draw a re-prompt, so the agent waits for more and answers the whole.
+    from callagent.bench.turns import with_pause
+
+    words, _ = with_pause(clip("01_order_status"), pause_s)
+    line = await run(profile, models, Line(np.concatenate([silence(16.0), words, silence(8.0)])),
+                     lambda e: isinstance(e, AgentTurnDone) and "press pound" in e.text)  # fmt: skip
+    replies = d2_texts(line)
+    assert replies and not [t for t in line.of(AgentTurnDone) if "didn't catch" in t.text]

@@ -34,7 +34,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from callagent.agents.flow import Action, Flow, FlowState, Hangup, ListenFor, Say, ToolRequest
+from callagent.agents.flow import (
+    REPROMPT_HOLD_MS,
+    Action,
+    Flow,
+    FlowState,
+    Hangup,
+    ListenFor,
+    Say,
+    ToolRequest,
+)
 from callagent.agents.flow import Transfer as FlowTransfer
 from callagent.agents.profile import AgentProfile
 from callagent.audio.pcm import Pcm
@@ -235,6 +244,7 @@ class LocalDuplexEngine:
         self._turns: dict[str, _Turn] = {}
         self._segments: list[_Segment] = []
         self._cut: CutSpeech | None = None  # speech a soft pause cut, to resume
+        self._held: tuple[str, float] | None = None  # (words, release at ms): see _answer
         self._seq = 0
         self._fed_ms = 0.0
         self._speech_end_ms = 0.0  # when the speech sent so far ends (idle baseline)
@@ -290,6 +300,8 @@ class LocalDuplexEngine:
             if worker is not None and not self._closed:
                 worker.feed(samples[i : i + FRAME])
             self._fed_ms += 20.0
+        if self._held is not None:
+            self._release_held()
         if self._fed_ms >= self._next_idle:
             self._next_idle = self._fed_ms + _IDLE_CHECK_MS
             self._idle_tick()
@@ -298,6 +310,7 @@ class LocalDuplexEngine:
         if self._flow is None or self._ended:
             return
         self._last_input_ms = self._fed_ms
+        self._held = None  # a key press answers instead
         actions = self._flow.on_dtmf(digit)
         if actions:
             self._stop_speech(drop=True)
@@ -357,6 +370,25 @@ class LocalDuplexEngine:
             return
         self._emit(UserTranscript(text, final=True, end_ms=d.at_ms - d.silence_ms))
         self._cut = None
+        if self._held is not None:  # the caller went on after a pause: one answer
+            text, self._held = f"{self._held[0]} {text}", None
+        elif self._flow.would_only_reprompt(text):
+            # Likely the start of a sentence ("hi, ..."): wait before re-prompting.
+            self._held = (text, self._fed_ms + REPROMPT_HOLD_MS)
+            return
+        self._reply(text)
+
+    def _release_held(self) -> None:
+        held, worker = self._held, self._worker
+        if held is None or self._fed_ms < held[1] or self._ended:
+            return
+        if worker is not None and worker.policy.state is not State.LISTEN:
+            return  # the caller is talking again: their next words join these
+        self._held = None
+        self._reply(held[0])
+
+    def _reply(self, text: str) -> None:
+        assert self._flow is not None
         actions = self._flow.on_user_text(text, True)
         if actions:
             self._stop_speech(drop=True)
@@ -439,8 +471,9 @@ class LocalDuplexEngine:
                 if state.cancelled:
                     break
                 t0 = time.perf_counter()
-                pcm = state.ready.pop(index, None) or await loop.run_in_executor(
-                    models.executor, models.tts.prompt_8k, sentence)  # fmt: skip
+                pcm = state.ready.pop(index, None)
+                if pcm is None:
+                    pcm = await loop.run_in_executor(models.executor, models.tts.prompt_8k, sentence)
                 if state.cancelled:
                     break
                 if index == 0:

@@ -28,7 +28,6 @@ once; then the caller hears an apology (STT, LLM) or the local voice (TTS).
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import json
 import logging
@@ -38,6 +37,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from callagent.agents.flow import (
+    REPROMPT_HOLD_MS,
     Action,
     Flow,
     FlowError,
@@ -95,7 +95,6 @@ __all__ = ["PipelineEngine"]
 log = logging.getLogger(__name__)
 _IDLE_CHECK_MS = 200.0
 STT_APOLOGY = "Sorry, I didn't catch that. Could you say it again?"
-HOLD_MS = 900.0  # extra silence before re-prompting on words the flow cannot use
 
 
 def _shifted(event: WorkerEvent, offset_ms: float) -> WorkerEvent:
@@ -186,6 +185,7 @@ class PipelineEngine:
         self._segments: list[_Segment] = []  # emitted, possibly still playing
         self._speech_end_ms = 0.0  # when the agent's speech sent so far ends (idle baseline)
         self._cut: CutSpeech | None = None  # speech an interruption cut, to resume
+        self._barge_in_at_ms = 0.0  # the latest interruption, on the speech worker's clock
         self._last_final: Final | None = None
         self._ended = False
         self._closed = False
@@ -359,9 +359,11 @@ class PipelineEngine:
                 cut = self._speaking_turn() or ""
                 self._interrupt_current()
                 self._emit(Metric("barge_in_at_ms", event.at_ms, cut))
+                self._barge_in_at_ms = event.at_ms
             elif event.decision is Decision.RESUME:
                 if self._cut is not None:  # how long the agent was cut, on the audio clock
-                    self._emit(Metric("barge_in_resumed_after_ms", event.at_ms - self._cut.at_ms))
+                    after_ms = event.at_ms - self._barge_in_at_ms
+                    self._emit(Metric("barge_in_resumed_after_ms", after_ms))
                 self._resume_speech()
         else:
             self._on_final(event)
@@ -428,11 +430,10 @@ class PipelineEngine:
             self._held = None
             final = dataclasses.replace(final, start_ms=held.start_ms)
             text = f"{said} {text}"
-        elif self._would_miss(text):
-            # Words the flow cannot use yet ("hi", "actually wait") are likely
-            # the start of a sentence: wait HOLD_MS more of the audio clock
-            # before re-prompting; if the caller goes on, answer the whole.
-            self._held = (final, text, self._fed_ms + HOLD_MS)
+        elif self._flow.would_only_reprompt(text):
+            # Likely the start of a sentence: wait before re-prompting; if the
+            # caller goes on, answer the whole.
+            self._held = (final, text, self._fed_ms + REPROMPT_HOLD_MS)
             return
         self._flow_reply(final, text, turn_id)
 
@@ -445,16 +446,6 @@ class PipelineEngine:
         if actions:
             self._interrupt_current()
         self._act(actions)
-
-    def _would_miss(self, text: str) -> bool:
-        """Would the flow only re-prompt on `text` (no choice, digits or intent)?"""
-        flow = self._flow
-        if flow is None or flow.state is not FlowState.LISTENING:
-            return False
-        probe = copy.deepcopy(flow)
-        actions = probe.on_user_text(text, True)
-        moved = probe.node != flow.node or any(not isinstance(a, Say | ListenFor) for a in actions)
-        return bool(actions) and not moved
 
     def _release_held(self) -> None:
         if self._held is None or self._caller_talking or self._fed_ms < self._held[2]:
@@ -620,7 +611,9 @@ class PipelineEngine:
                     break
                 sentence, interruptible = item.sentences[index]
                 t0 = time.perf_counter()
-                pcm = state.ready.pop(index, None) or await self._synthesize(sentence, models)
+                pcm = state.ready.pop(index, None)
+                if pcm is None:
+                    pcm = await self._synthesize(sentence, models)
                 if state.cancelled:
                     break
                 if index == 0:
