@@ -28,10 +28,9 @@ import os
 import platform
 import random
 import re
-import socket
 import sqlite3
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -42,6 +41,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from callagent.bench._server import serve
 from callagent.console.search_index import terms_of
 from callagent.store.db import create_engine_for, make_sessionmaker, sync_url, upgrade
 
@@ -205,12 +205,6 @@ def load_postgres(url: str, n_calls: int, n_turns: int) -> float:
     return time.perf_counter() - t0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _add_operator(url: str) -> None:
     from callagent.console.operator_store import add_operator
     from callagent.console.roles import Role
@@ -221,30 +215,6 @@ async def _add_operator(url: str) -> None:
             await add_operator(s, "bench", PASSWORD, Role.SUPERVISOR, now=datetime.now(UTC))
     finally:
         await engine.dispose()
-
-
-@contextlib.contextmanager
-def serve(url: str) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "CALLAGENT_DATABASE_URL": url, "CALLAGENT_SERVER_PORT": str(port),
-           "CALLAGENT_SERVER_PUBLIC_ORIGIN": f"http://127.0.0.1:{port}",
-           "CALLAGENT_TWILIO_VERIFY_SIGNATURES": "false",
-           "CALLAGENT_CONSOLE_SECRET_KEY": "b" * 64}
-    proc = subprocess.Popen([sys.executable, "-m", "callagent.cli", "serve", "--log-level",
-                             "warning"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None:
-                raise RuntimeError(f"callagent serve exited with {proc.returncode}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 async def measure(base: str, requests: int, ids: Sequence[str]) -> list[Timing]:
@@ -311,8 +281,11 @@ def run_one(kind: str, url: str, args: argparse.Namespace) -> tuple[float, list[
               if kind == "sqlite" else load_postgres(url, args.calls, args.turns))
     asyncio.run(_add_operator(url))
     ids = _sample_ids(url, 20)
-    with serve(url) as base:
-        timings = asyncio.run(measure(base, args.requests, ids))
+    env = {"CALLAGENT_TWILIO_VERIFY_SIGNATURES": "false", "CALLAGENT_CONSOLE_SECRET_KEY": "b" * 64}
+    with tempfile.TemporaryDirectory(prefix="callagent-console-") as tmp, serve(
+        Path(tmp), env, db_url=url
+    ) as server:
+        timings = asyncio.run(measure(server.base_url, args.requests, ids))
     return load_s, timings
 
 

@@ -40,17 +40,15 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import httpx
 import numpy as np
 import sqlalchemy as sa
 import websockets
@@ -59,6 +57,7 @@ import callagent.sim.caller as caller_module
 from callagent.audio.pcm import Pcm, Samples
 from callagent.audio.resample import make_resampler
 from callagent.audio.wavfile import read_wav
+from callagent.bench._server import TOKEN, proc_cpu_seconds, proc_status_number, serve, settle
 from callagent.sim.caller import SimulatedCall, run_simulated_call
 from callagent.sim.playout import CallerPlayout
 from callagent.store.db import PROJECT_ROOT, sync_url
@@ -68,28 +67,12 @@ __all__ = ["ArrivalPlayout", "MediaResult", "caller_audio", "main", "run"]
 
 RATE = 8000
 LATE_MS = 20.0  # the issue's definition of a late frame, on both sides
-TOKEN = "bench-token"
 DEFAULT_WAV = PROJECT_ROOT.parent / "shared" / "audio" / "05_barge_in_change_address.wav"
 CPU_TARGET = 0.004  # CPU-seconds per call-second (reported against, never asserted)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-# ---- the server process under test -------------------------------------------
-
-
-def proc_cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, all its threads."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def proc_status_number(pid: int, key: str) -> int:
-    """A figure of /proc/<pid>/status (VmHWM: peak RSS in kB, nonvoluntary_ctxt_switches, ...)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(f"{key} not in /proc/{pid}/status")
+# ---- the machine around it -------------------------------------------------
 
 
 def machine_busy_seconds() -> float:
@@ -104,108 +87,6 @@ def cpu_pressure_s() -> float:
         some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
         return int(some.rsplit("total=", 1)[1]) / 1e6
     return math.nan
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    db_url: str
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cpu_seconds(self) -> float:
-        return sum(proc_cpu_seconds(self.pid))
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def serve(
-    workdir: Path, db_url: str | None, port: int | None = None, cprofile: Path | None = None
-) -> Iterator[Server]:
-    """``callagent serve`` in its own process, on a migrated database; stopped on exit.
-
-    With ``cprofile`` the server runs under cProfile and writes its profile there on exit.
-    """
-    port = port or free_port()
-    url = db_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-    env = {
-        **os.environ,
-        "CALLAGENT_TWILIO_AUTH_TOKEN": TOKEN,
-        "CALLAGENT_DATABASE_URL": url,
-        "CALLAGENT_RECORDER_JOURNAL_DIR": str(workdir / "journal"),
-        "CALLAGENT_SERVER_PUBLIC_ORIGIN": f"http://127.0.0.1:{port}",
-        # The media path is measured with the prepared-audio engine, whatever the default.
-        "CALLAGENT_AGENT_DEFAULT_PROFILE": "fixture",
-    }
-    python = [sys.executable, "-m", "callagent"]
-    upgrade = subprocess.run(
-        [*python, "db", "upgrade", "--url", url], check=False, cwd=PROJECT_ROOT, env=env, capture_output=True
-    )
-    if upgrade.returncode:
-        raise RuntimeError(f"callagent db upgrade failed:\n{upgrade.stderr.decode(errors='replace')}")
-    log = workdir / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, *(["-m", "cProfile", "-o", str(cprofile)] if cprofile else []),
-             "-m", "callagent", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    server = Server(process, port, url, log)
-    try:
-        _wait_ready(server)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def settle(server: Server, timeout_s: float = 180.0) -> float:
-    """Wait until start-up work (models loading in the background...) is over.
-
-    Settled means under 2 % of a CPU over one second; returns the seconds waited.
-    """
-    started = time.monotonic()
-    before = server.cpu_seconds()
-    while time.monotonic() - started < timeout_s:
-        time.sleep(1.0)
-        now = server.cpu_seconds()
-        if now - before < 0.02:
-            break
-        before = now
-    return time.monotonic() - started
-
-
-def _wait_ready(server: Server, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.process.returncode}:\n{server.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.base_url + "/healthz", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"the server did not answer /healthz within {timeout_s:.0f} s:\n{server.log_tail()}")
 
 
 # ---- what the callers say -------------------------------------------------------
@@ -423,7 +304,7 @@ def server_call_metrics(db_url: str, call_ids: Sequence[str], timeout_s: float =
     """call_metrics of these calls, once every one of them has its late_frames row."""
     engine = sa.create_engine(sync_url(db_url))
     query = sa.select(CallMetric.call_id, CallMetric.name, CallMetric.value).where(
-        CallMetric.call_id.in_(list(call_ids))
+        CallMetric.call_id.in_(list(call_ids)), CallMetric.turn_id == ""  # call-level figures
     )
     deadline = time.monotonic() + timeout_s
     try:
@@ -505,8 +386,10 @@ def run(args: argparse.Namespace) -> MediaResult:
     clients = args.clients or max(1, math.ceil(args.calls / 100))
     wav = None if args.silence else Path(args.wav)
     cprofile = Path(args.profile).resolve() if args.profile and args.profile.endswith(".prof") else None
+    # The media path is measured with the prepared-audio engine, whatever the default.
+    fixture = {"CALLAGENT_AGENT_DEFAULT_PROFILE": "fixture"}
     with tempfile.TemporaryDirectory(prefix="callagent-bench-") as tmp, serve(
-        Path(tmp), args.database_url, args.port, cprofile
+        Path(tmp), fixture, db_url=args.database_url, port=args.port, cprofile=cprofile
     ) as server:
         _say(f"server pid {server.pid} on {server.base_url} ({server.log}); warm-up call {args.warmup:g} s")
         if args.warmup > 0:  # first-call imports and caches are not the media path

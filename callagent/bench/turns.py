@@ -6,7 +6,7 @@ customer_service: the embedded pipeline) as the agent, waits until its
 models have loaded, and plays scripted caller scenarios through the Twilio
 Media Streams protocol (signed webhook and WebSocket upgrade, real-time
 20 ms mu-law frames, marks echoed, ``clear`` honoured: the simulator's
-`TwilioPeer` and `CallerPlayout`). The callers react to what they hear, on
+`CallerStream`). The callers react to what they hear, on
 the playout clock: they answer once the agent has been quiet for a moment,
 or talk over it while it speaks. Scoring uses only what the caller said and
 heard, so any engine is measured the same way (``--engine duplex`` runs the
@@ -18,8 +18,12 @@ Per scenario and overall:
   after it (p50 / p95);
 - barge-in stop latency: onset of the caller's speech over the agent -> the
   last agent audio heard (p50 / p95);
-- backchannels ("uh-huh", "yes") over the agent that stopped it (a ``clear``
-  within 1.5 s of their onset), and how many of those resumed;
+- backchannels ("uh-huh", "yes") over the agent that stopped it: the agent's
+  audio heard at their onset has a gap of more than 0.5 s before the caller's
+  next step (Full-Duplex-Bench v1.5 merges a model's gaps of up to 0.5 s into
+  one utterance: a shorter pause that picks up again is no stop); also how
+  many were cut (a ``clear`` within 1.5 s of onset) and picked up within
+  0.5 s, and how many of the stopped ones resumed later;
 - mid-sentence pauses (0.4-1.0 s, spliced into the caller's sentence at a
   word gap) during which agent audio was heard: a reply that came too soon;
 - the server's CPU-seconds per call-second.
@@ -32,41 +36,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import websockets
 
-from callagent.audio.codec import pcm_to_ulaw, ulaw_to_pcm
+from callagent.audio.codec import pcm_to_ulaw
 from callagent.audio.pcm import Samples
 from callagent.audio.wavfile import read_wav
-from callagent.bench.media import free_port, machine, proc_cpu_seconds
-from callagent.sim.caller import parse_stream_twiml
+from callagent.bench._server import TOKEN, serve, settle
+from callagent.bench.media import machine
+from callagent.sim.caller import parse_stream_twiml, post_signed, stream_socket
 from callagent.sim.playout import CallerPlayout
+from callagent.sim.stream import FRAME, RATE, CallerStream, Frame
 from callagent.store.db import PROJECT_ROOT
-from callagent.telephony.twilio.peer import OutboundClear, OutboundMark, OutboundMedia, TwilioPeer
-from callagent.telephony.twilio.signature import SignatureChecker
+from callagent.telephony.twilio.peer import TwilioPeer
 
 __all__ = ["SCENARIOS", "Step", "main", "score"]
 
-RATE = 8000
-FRAME = 160
-TOKEN = "bench-token"
 AUDIO = PROJECT_ROOT.parent / "shared" / "audio"
 QUIET_S = 1.2  # the agent's turn is over once nothing has played for this long
+STOP_GAP_S = 0.5  # a longer gap in the agent's audio over a backchannel is a stop
 TARGETS = {"turn_p50": 0.35, "stop_p95": 0.25, "wrong_stops": 0.05, "wrong_replies": 0.05}
 
 
@@ -174,11 +173,6 @@ def _heard_s(playout: CallerPlayout, t: float) -> float:
     return sum(max(0.0, min(s.end, t) - s.start) for s in playout.segments)
 
 
-async def _post(http: httpx.AsyncClient, base: str, path: str, form: dict[str, str]) -> httpx.Response:
-    sig = SignatureChecker(TOKEN, True).sign(base + path, form)
-    return await http.post(base + path, data=form, headers={"X-Twilio-Signature": sig})
-
-
 async def run_scenario(base: str, name: str, steps: Sequence[Step], echo_db: float | None,
                        limit_s: float = 60.0) -> CallLog:  # fmt: skip
     log = CallLog(name)
@@ -187,17 +181,16 @@ async def run_scenario(base: str, name: str, steps: Sequence[Step], echo_db: flo
             "To": "+15005550001", "CallStatus": "ringing", "Direction": "inbound",
             "ApiVersion": "2010-04-01"}  # fmt: skip
     async with httpx.AsyncClient(timeout=10.0) as http:
-        resp = await _post(http, base, "/twilio/voice", form)
+        resp = await post_signed(http, base, base, TOKEN, "/twilio/voice", form)
         if resp.status_code != 200:
             log.error = f"voice webhook answered {resp.status_code}"
             return log
         url, params = parse_stream_twiml(resp.text)
-        ws_url = f"ws://{urlsplit(base).netloc}{urlsplit(url).path}"
-        headers = {"X-Twilio-Signature": SignatureChecker(TOKEN, True).sign(url)}
+        ws_url, headers = stream_socket(base, url, TOKEN)
         async with websockets.connect(ws_url, additional_headers=headers) as ws:
             await _converse(ws, log, steps, echo_db, limit_s, call_sid, stream_sid, params)
-        await _post(http, base, "/twilio/status", {**form, "CallStatus": "completed",
-                                                   "SequenceNumber": "3"})  # fmt: skip
+        await post_signed(http, base, base, TOKEN, "/twilio/status",
+                          {**form, "CallStatus": "completed", "SequenceNumber": "3"})
     return log
 
 
@@ -206,91 +199,79 @@ async def _converse(ws: websockets.ClientConnection, log: CallLog, steps: Sequen
                     params: dict[str, str]) -> None:  # fmt: skip
     peer = TwilioPeer(stream_sid=stream_sid, call_sid=call_sid, account_sid="AC" + "0" * 32)
     playout = CallerPlayout()
-    t0 = time.monotonic()
-
-    def now() -> float:
-        return time.monotonic() - t0
-
-    await ws.send(peer.connected())
-    await ws.send(peer.start(custom_parameters=params))
-    closed = asyncio.Event()
-
-    async def receive() -> None:
-        try:
-            async for message in ws:
-                t = now()
-                for event in peer.receive(message):
-                    if isinstance(event, OutboundMedia):
-                        playout.on_media(ulaw_to_pcm(event.ulaw), t)
-                    elif isinstance(event, OutboundMark):
-                        playout.on_mark(event.name, t)
-                    elif isinstance(event, OutboundClear):
-                        log.clears.append(t)
-                        for name in playout.on_clear(t):
-                            await ws.send(peer.mark(name))
-        except websockets.exceptions.ConnectionClosed:
-            pass
-        finally:
-            closed.set()
-
-    receiver = asyncio.create_task(receive())
-    pending = list(steps)
-    speaking: Samples | None = None
-    pos = 0
-    last_agent = 0.0
-    heard_any = False
-    done_at: float | None = None
-    n = 0
+    caller = _Scripted(playout, log, steps, echo_db, limit_s)
+    stream = CallerStream(ws, peer, playout, params)
+    log.clears = stream.clears
     try:
-        while not closed.is_set() and n * FRAME / RATE < limit_s:
-            t = n * FRAME / RATE
-            delay = t - now()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            for name in playout.due_marks(now()):
-                await ws.send(peer.mark(name))
-            playing = _playing(playout, t)
-            if playing:
-                last_agent, heard_any = t, True
-            if speaking is None and pending:
-                step = pending[0]
-                ready = (heard_any and not playing and t - last_agent >= QUIET_S) if step.kind == "answer" \
-                    else (playing and _heard_s(playout, t) >= step.after_heard_s)  # fmt: skip
-                if ready:
-                    pending.pop(0)
-                    clip = read_wav(AUDIO / f"{step.clip}.wav").samples
-                    pause = None
-                    if step.pause_s:
-                        clip, at = with_pause(clip, step.pause_s)
-                        pause = (t + at, t + at + step.pause_s)
-                    onset, end = speech_span(clip)
-                    log.said.append(Said(step, t, t + onset, t + end, pause))
-                    speaking, pos = clip, 0
-            frame = np.zeros(FRAME)
-            if speaking is not None:
-                part = speaking[pos : pos + FRAME]
-                frame[: len(part)] += part
-                pos += FRAME
-                if pos >= len(speaking):
-                    speaking = None
-            if echo_db is not None:
-                frame += _echo(playout, t - 0.2) * 10 ** (echo_db / 20)
-            await ws.send(peer.media(pcm_to_ulaw(np.clip(frame, -32768, 32767).astype(np.int16)),
-                                     timestamp_ms=int(1000 * t)))  # fmt: skip
-            if not pending and speaking is None and done_at is None:
-                done_at = t
-            if done_at is not None and t - done_at > 8.0 and not playing and t - last_agent > 2.0:
-                break
-            n += 1
-        await ws.send(peer.stop())
+        async with stream:
+            try:
+                await stream.speak(caller)
+            finally:  # what was heard by the end of the caller's side, before the close
+                log.seconds = caller.seconds
+                log.heard = _heard_intervals(playout)
     finally:
-        log.seconds = n * FRAME / RATE
-        log.heard = _heard_intervals(playout)
-        if not closed.is_set():
-            await ws.close()
-        await receiver
-        if pending:
-            log.error = f"{len(pending)} step(s) never came up (the agent did not speak or stop)"
+        if caller.pending:
+            log.error = f"{len(caller.pending)} step(s) never came up (the agent did not speak or stop)"
+
+
+class _Scripted:
+    """The scripted caller's voice: each step when its moment comes, on the playout clock."""
+
+    def __init__(self, playout: CallerPlayout, log: CallLog, steps: Sequence[Step],
+                 echo_db: float | None, limit_s: float) -> None:  # fmt: skip
+        self._playout, self._log, self._echo_db, self._limit_s = playout, log, echo_db, limit_s
+        self.pending = list(steps)
+        self._speaking: Samples | None = None
+        self._pos = 0
+        self._last_agent = 0.0
+        self._heard_any = False
+        self._done_at: float | None = None
+        self._n = 0  # frames said
+        self._finished = False  # the last step is over and the agent has gone quiet
+
+    @property
+    def seconds(self) -> float:
+        """The call's length: up to the frame after which the caller hung up."""
+        return (self._n - self._finished) * FRAME / RATE
+
+    @property
+    def done(self) -> bool:
+        return self._finished or self._n * FRAME / RATE >= self._limit_s
+
+    def frame(self, at: float, now: float) -> Frame:
+        playout, t = self._playout, at
+        playing = _playing(playout, t)
+        if playing:
+            self._last_agent, self._heard_any = t, True
+        if self._speaking is None and self.pending:
+            step = self.pending[0]
+            ready = (self._heard_any and not playing and t - self._last_agent >= QUIET_S) \
+                if step.kind == "answer" else (playing and _heard_s(playout, t) >= step.after_heard_s)  # fmt: skip
+            if ready:
+                self.pending.pop(0)
+                clip = read_wav(AUDIO / f"{step.clip}.wav").samples
+                pause = None
+                if step.pause_s:
+                    clip, pause_at = with_pause(clip, step.pause_s)
+                    pause = (t + pause_at, t + pause_at + step.pause_s)
+                onset, end = speech_span(clip)
+                self._log.said.append(Said(step, t, t + onset, t + end, pause))
+                self._speaking, self._pos = clip, 0
+        frame = np.zeros(FRAME)
+        if self._speaking is not None:
+            part = self._speaking[self._pos : self._pos + FRAME]
+            frame[: len(part)] += part
+            self._pos += FRAME
+            if self._pos >= len(self._speaking):
+                self._speaking = None
+        if self._echo_db is not None:
+            frame += _echo(playout, t - 0.2) * 10 ** (self._echo_db / 20)
+        if not self.pending and self._speaking is None and self._done_at is None:
+            self._done_at = t
+        self._finished = (self._done_at is not None and t - self._done_at > 8.0 and not playing
+                          and t - self._last_agent > 2.0)  # fmt: skip
+        self._n += 1
+        return Frame(pcm_to_ulaw(np.clip(frame, -32768, 32767).astype(np.int16)))
 
 
 def _echo(playout: CallerPlayout, t: float) -> np.ndarray:
@@ -314,6 +295,7 @@ class Scores:
     not_stopped: int = 0
     backchannels: int = 0
     wrong_stops: int = 0
+    paused: int = 0  # cut by a clear, but picked up within STOP_GAP_S
     resumed: int = 0
     pauses: int = 0
     wrong_replies: int = 0
@@ -351,12 +333,29 @@ def score(log: CallLog) -> Scores:
             else:
                 s.stop_latency_s.append(max(0.0, end - said.onset))  # cut before it was heard: 0
         else:
+            runs = _merge(log.heard, STOP_GAP_S)
+            over = [(a, b) for a, b in runs if a <= said.onset + 0.05 and b >= said.onset - 0.05]
+            if not over:
+                continue  # the agent was not audible at the onset
             s.backchannels += 1
-            stopped = any(said.onset - 0.05 <= c <= said.onset + 1.5 for c in log.clears)
+            cut = any(said.onset - 0.05 <= c <= said.onset + 1.5 for c in log.clears)
+            stopped = bool(over[0][1] < said.end + 0.05)  # its speech ran out during the backchannel
             s.wrong_stops += stopped
+            s.paused += cut and not stopped
             if stopped:  # the agent picked up again before the caller's next step
                 s.resumed += any(said.end < a < said.end + 3.0 for a, _ in log.heard)
     return s
+
+
+def _merge(spans: Sequence[tuple[float, float]], gap_s: float) -> list[tuple[float, float]]:
+    """`spans` (sorted) with gaps of at most `gap_s` closed."""
+    out: list[tuple[float, float]] = []
+    for a, b in spans:
+        if out and a - out[-1][1] <= gap_s:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _pct(values: Sequence[float], q: float) -> str:
@@ -372,59 +371,13 @@ def render(title: str, s: Scores) -> str:
         f"(n={len(s.turn_latency_s)}, no reply {s.missing_replies}) | "
         f"barge-in stop s p50 {_pct(s.stop_latency_s, 50)} p95 {_pct(s.stop_latency_s, 95)} "
         f"(n={len(s.stop_latency_s)}, never stopped {s.not_stopped}) | "
-        f"backchannel stops {share(s.wrong_stops, s.backchannels)}, resumed {s.resumed} | "
+        f"backchannel stops {share(s.wrong_stops, s.backchannels)}, resumed {s.resumed}, "
+        f"paused <= {STOP_GAP_S} s {s.paused} | "
         f"replies in pauses {share(s.wrong_replies, s.pauses)}"
     )
 
 
-# ---- the server ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serve(workdir: Path, profile: str, engine: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-    env = {**os.environ, "CALLAGENT_TWILIO_AUTH_TOKEN": TOKEN, "CALLAGENT_DATABASE_URL": url,
-           "CALLAGENT_RECORDER_JOURNAL_DIR": str(workdir / "journal"),
-           "CALLAGENT_SERVER_PUBLIC_ORIGIN": f"http://127.0.0.1:{port}",
-           "CALLAGENT_AGENT_DEFAULT_PROFILE": profile, "CALLAGENT_AGENT_ENGINE": engine}  # fmt: skip
-    python = [sys.executable, "-m", "callagent"]
-    subprocess.run([*python, "db", "upgrade", "--url", url], check=True, cwd=PROJECT_ROOT, env=env,
-                   capture_output=True)  # fmt: skip
-    log = (workdir / "server.log").open("wb")
-    proc = subprocess.Popen([*python, "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--log-level", "warning"], cwd=PROJECT_ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: see {workdir / 'server.log'}")
-            time.sleep(0.2)
-        yield proc, base
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _settle(pid: int, limit_s: float = 240.0) -> None:
-    """Wait until the server uses under 2 % of a CPU over a second (models loaded)."""
-    deadline = time.monotonic() + limit_s
-    before = sum(proc_cpu_seconds(pid))
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        now = sum(proc_cpu_seconds(pid))
-        if now - before < 0.02:
-            return
-        before = now
+# ---- the run --------------------------------------------------------------------
 
 
 def _profile_for(engine: str, profile: str | None) -> str:
@@ -458,23 +411,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else "--repeat must be >= 1")  # fmt: skip
     profile = _profile_for(args.engine, args.profile)
     logs: list[CallLog] = []
-    with tempfile.TemporaryDirectory(prefix="callagent-turns-") as tmp, serve(
-        Path(tmp), profile, args.engine
-    ) as (proc, base):
-        print(f"bench turns: server pid {proc.pid}, profile {profile}; waiting for its models",
+    env = {"CALLAGENT_AGENT_DEFAULT_PROFILE": profile, "CALLAGENT_AGENT_ENGINE": args.engine}
+    with tempfile.TemporaryDirectory(prefix="callagent-turns-") as tmp, serve(Path(tmp), env) as server:
+        base = server.base_url
+        print(f"bench turns: server pid {server.pid}, profile {profile}; waiting for its models",
               file=sys.stderr, flush=True)  # fmt: skip
         # A first call makes a lazily loading engine load; then wait for quiet.
         asyncio.run(run_scenario(base, "warm-up", [], None, limit_s=3.0))
 
-        _settle(proc.pid)
-        cpu0 = sum(proc_cpu_seconds(proc.pid))
+        settle(server, 240.0)
+        cpu0 = server.cpu_seconds()
         for _ in range(args.repeat):
             for name in names:
                 log = asyncio.run(run_scenario(base, name, SCENARIOS[name], args.echo_db))
                 print(f"bench turns: {name}: {log.seconds:.0f} s"
                       + (f", ERROR {log.error}" if log.error else ""), file=sys.stderr, flush=True)
                 logs.append(log)
-        cpu = sum(proc_cpu_seconds(proc.pid)) - cpu0
+        cpu = server.cpu_seconds() - cpu0
     call_s = sum(log.seconds for log in logs)
     total = Scores()
     print(f"turns benchmark: engine {args.engine}, profile {profile}, {len(logs)} calls, "

@@ -52,6 +52,18 @@ class CallStatusChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class AmdVerdictRecord:
+    """Twilio's asynchronous answering-machine verdict (``/twilio/amd``); the first one
+    of a call is kept, so a retried callback is a no-op."""
+
+    kind: ClassVar[str] = "amd_verdict"
+    twilio_call_sid: str
+    answered_by: str
+    at: datetime
+    detection_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CallClosed:
     kind: ClassVar[str] = "call_closed"
     call_id: str
@@ -95,10 +107,13 @@ class ToolCallRecord:
 
 @dataclass(frozen=True, slots=True)
 class MetricRecord:
+    """A figure of the call (``turn_id`` empty: the call's latest value) or of one turn."""
+
     kind: ClassVar[str] = "metric"
     call_id: str
     name: str
     value: float
+    turn_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +160,7 @@ Record = (
     CallOpened
     | CallStreamStarted
     | CallStatusChanged
+    | AmdVerdictRecord
     | CallClosed
     | TurnRecord
     | ToolCallRecord
@@ -161,6 +177,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
         CallOpened,
         CallStreamStarted,
         CallStatusChanged,
+        AmdVerdictRecord,
         CallClosed,
         TurnRecord,
         ToolCallRecord,

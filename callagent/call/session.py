@@ -63,6 +63,7 @@ from callagent.engines.base import (
     ToolCallStarted,
     Transfer,
     UserTranscript,
+    split_heard,
 )
 from callagent.services import Services
 from callagent.telephony.twilio.protocol import (
@@ -82,14 +83,8 @@ Send = Callable[[str], Awaitable[None]]
 
 
 def heard_words(text: str, heard_ms: float, total_ms: float) -> str:
-    """The words of ``text`` the caller heard, spread evenly over the audio.
-
-    An approximation for engines that give no word timings.
-    """
-    if total_ms <= 0 or heard_ms >= total_ms:
-        return text
-    words = text.split()
-    return " ".join(words[: int(len(words) * max(0.0, heard_ms) / total_ms)])
+    """The words of ``text`` the caller heard (see `split_heard`)."""
+    return split_heard(text, heard_ms, total_ms)[0]
 
 
 @dataclass
@@ -307,9 +302,9 @@ class CallSession:
                                {"engine": getattr(self.engine, "name", "")}))  # fmt: skip
         submit(MetricRecord(call_id, event.name, event.value))
         if event.turn_id:
-            # call_metrics keeps one value per (call, name): per-turn figures
-            # are kept under "<name>@<turn id>" beside the call's latest value.
-            submit(MetricRecord(call_id, f"{event.name}@{event.turn_id}", event.value))
+            # The call-level row above stays the call's latest value (what call
+            # readers want); the turn's own row keeps every turn's figure.
+            submit(MetricRecord(call_id, event.name, event.value, turn_id=event.turn_id))
 
     def _turn(self, turn_id: str) -> AgentTurn:
         turn = self._turns.get(turn_id)

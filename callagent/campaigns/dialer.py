@@ -38,7 +38,8 @@ call for the attempt; the ``attempt`` query parameter of its ``Url`` names it.
 
 **Calls** ask for async AMD with ``MachineDetection=DetectMessageEnd`` whatever the voicemail
 policy (machine verdicts then come after the greeting; see ``voicemail.py``); the verdict goes
-to ``/twilio/amd`` with the campaign's policy and message in its signed query.
+to ``/twilio/amd`` with the campaign's policy and message in its signed query, and is kept in
+``amd_verdicts``, where the call's outcome (``store.answered_by_of``) finds it.
 
 **Shutdown** (SIGTERM/SIGINT sets ``stop``): the pass under way finishes, but nothing new is
 dialed: a contact not yet recorded as an attempt is left alone, and an attempt whose create
@@ -173,8 +174,9 @@ class Dialer:
                 continue
             if call.status in store.TERMINAL_CALL_STATUSES:
                 async with self.sessions.begin() as s:
+                    answered_by = call.answered_by or await store.answered_by_of(s, sid)
                     await store.record_attempt_outcome(
-                        s, attempt_id, call.status, answered_by=call.answered_by,
+                        s, attempt_id, call.status, answered_by=answered_by,
                         duration_s=call.duration_s, now=self.clock())
                 closed += 1
         return closed

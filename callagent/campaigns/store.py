@@ -48,7 +48,14 @@ from callagent.campaigns.settings import (
     Weekday,
     transition,
 )
-from callagent.store.models import CallAttempt, CallStatusEvent, Campaign, Contact, DncNumber
+from callagent.store.models import (
+    AmdVerdict,
+    CallAttempt,
+    CallStatusEvent,
+    Campaign,
+    Contact,
+    DncNumber,
+)
 
 __all__ = [
     "AttemptStatus",
@@ -63,6 +70,7 @@ __all__ = [
     "TERMINAL_CALL_STATUSES",
     "UnknownCampaign",
     "add_dnc",
+    "answered_by_of",
     "apply_status_events",
     "attempt_counts",
     "begin_attempt",
@@ -636,6 +644,19 @@ async def known_call_sids(s: AsyncSession, sids: Sequence[str]) -> set[str]:
     return {sid for sid in found if sid is not None}
 
 
+async def answered_by_of(s: AsyncSession, call_sid: str) -> str | None:
+    """Who answered the call, when the final status callback does not say: the async AMD
+    verdict (``amd_verdicts``), else ``AnsweredBy`` on any earlier status callback."""
+    verdict = await s.scalar(select(AmdVerdict.answered_by).where(AmdVerdict.call_sid == call_sid))
+    if verdict is not None:
+        return verdict
+    return await s.scalar(
+        select(CallStatusEvent.answered_by).where(
+            CallStatusEvent.call_sid == call_sid, CallStatusEvent.answered_by.is_not(None),
+        ).limit(1)
+    )
+
+
 def outcome_of(call_status: str, answered_by: str | None) -> CallOutcome | None:
     """None: the call was answered by a person (or AMD could not tell): the contact is done."""
     if call_status == "completed":
@@ -712,7 +733,8 @@ async def stale_placed_attempts(
 
 async def apply_status_events(s: AsyncSession, *, now: datetime, limit: int = 200) -> int:
     """Close placed attempts whose terminal status callback arrived (``call_status_events``,
-    written by ``/twilio/status``). Safe from several dialers (SKIP LOCKED)."""
+    written by ``/twilio/status``), with who answered (``answered_by_of``). Safe from
+    several dialers (SKIP LOCKED)."""
     rows = (await s.execute(
         select(CallAttempt.id, CallStatusEvent.status, CallStatusEvent.answered_by,
                CallStatusEvent.duration_s)
@@ -723,7 +745,6 @@ async def apply_status_events(s: AsyncSession, *, now: datetime, limit: int = 20
         .limit(limit)
         .with_for_update(of=CallAttempt, skip_locked=True)
     )).all()
-    # AnsweredBy may come on an earlier event (async AMD): take any the call has.
     done: set[int] = set()
     for attempt_id, status, answered_by, duration in rows:
         if attempt_id in done:
@@ -731,12 +752,7 @@ async def apply_status_events(s: AsyncSession, *, now: datetime, limit: int = 20
         done.add(attempt_id)
         attempt = await s.get_one(CallAttempt, attempt_id)
         if answered_by is None and attempt.call_sid is not None:
-            answered_by = await s.scalar(
-                select(CallStatusEvent.answered_by).where(
-                    CallStatusEvent.call_sid == attempt.call_sid,
-                    CallStatusEvent.answered_by.is_not(None),
-                ).limit(1)
-            )
+            answered_by = await answered_by_of(s, attempt.call_sid)
         await record_attempt_outcome(
             s, attempt_id, status, answered_by=answered_by, duration_s=duration, now=now
         )

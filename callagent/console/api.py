@@ -24,8 +24,8 @@ from callagent.console import campaign_ops as camps
 from callagent.console import operator_store as ops
 from callagent.console.audit_log import ConsoleAction, audit
 from callagent.console.auth import bearer_operator, console_of, may
-from callagent.console.call_filters import BadFilter, CallFilter
-from callagent.console.call_queries import UnknownCall, call_detail, dashboard, list_calls
+from callagent.console.call_filters import BadFilter
+from callagent.console.call_queries import UnknownCall, call_detail, dashboard
 from callagent.console.export import to_csv, to_json, to_jsonable
 from callagent.console.openapi import SCHEMAS, openapi_document
 from callagent.console.passwords import WeakPassword
@@ -86,16 +86,10 @@ def _call_id(request: Request) -> str:
 
 @api(Permission.READ_CALLS)
 async def calls(request: Request, operator: ops.OperatorView) -> Response:
-    runtime = console_of(request)
     try:
-        f = CallFilter.from_params(dict(request.query_params),
-                                   page_size=runtime.settings.console.page_size)
+        _, page = await console_of(request).find_calls(request.query_params)
     except BadFilter as exc:
         return error(400, str(exc))
-    if f.words:
-        await runtime.index_now(limit=5000)
-    async with runtime.reading() as s:
-        page = await list_calls(s, f)
     return JSONResponse({
         "calls": [_plain(asdict(c)) for c in page.calls],
         "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
@@ -233,7 +227,7 @@ async def campaign_status(request: Request, operator: ops.OperatorView) -> Respo
     runtime = console_of(request)
     async with runtime.reading() as s:
         try:
-            p = await camps.progress(s, _campaign_id(request))
+            p = await camps.progress(s, _campaign_id(request), now=runtime.now())
         except camps.UnknownCampaign as exc:
             return error(404, str(exc))
     return JSONResponse(_plain(asdict(p)))

@@ -1,7 +1,7 @@
 """Campaigns from the console: create from fields, import a CSV, start, pause, progress.
 
-Uses ``campaigns.settings`` (the spec and its state table), ``campaigns.importer`` (CSV
-rows and row errors) and ``campaigns.store`` (create, import). Query functions take an
+Uses ``campaigns.settings`` (the spec), ``campaigns.importer`` (CSV rows and row errors)
+and ``campaigns.store`` (create, import, state changes, progress). Query functions take an
 ``AsyncSession`` and never commit.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,12 +24,16 @@ from callagent.campaigns.settings import (
     CampaignSpec,
     CampaignSpecError,
     CampaignState,
-    IllegalTransition,
     Purpose,
-    transition,
 )
-from callagent.campaigns.store import CampaignExists, create_campaign, import_rows
-from callagent.store.models import CallAttempt, Campaign, Contact
+from callagent.campaigns.store import (
+    CampaignExists,
+    campaign_progress,
+    change_state,
+    create_campaign,
+    import_rows,
+)
+from callagent.store.models import Campaign
 
 __all__ = [
     "BadCampaign",
@@ -81,8 +85,9 @@ class Progress:
     campaign: CampaignSummary
     contacts: int
     by_state: list[tuple[str, int]]
-    by_outcome: list[tuple[str, int]]
+    by_outcome: list[tuple[str, int]]  # placed attempts; "in progress" until they end
     attempts: int
+    skipped: list[tuple[str, int]]  # contacts skipped for good, by reason
 
 
 def _int(fields: Mapping[str, object], name: str, default: int) -> int:
@@ -175,15 +180,13 @@ async def import_csv(s: AsyncSession, campaign_id: int, data: bytes, *, now: dat
 async def move(s: AsyncSession, campaign_id: int, wanted: str) -> CampaignSummary:
     """``start`` (draft or paused -> running) or ``pause``; ``IllegalTransition`` otherwise."""
     row = await _row(s, campaign_id)
-    state = CampaignState(row.state)
     if wanted == "start":
-        step = CampaignMove.RESUME if state is CampaignState.PAUSED else CampaignMove.START
+        step = CampaignMove.RESUME if row.state == CampaignState.PAUSED.value else CampaignMove.START
     elif wanted == "pause":
         step = CampaignMove.PAUSE
     else:
         raise BadCampaign(f"unknown action {wanted!r}: start or pause")
-    row.state = transition(state, step).value
-    await s.flush()
+    await change_state(s, row.key, step)  # updates ``row``, the session's one copy
     return _summary(row)
 
 
@@ -191,17 +194,10 @@ async def list_campaigns(s: AsyncSession) -> list[CampaignSummary]:
     return [_summary(r) for r in await s.scalars(select(Campaign).order_by(Campaign.id.desc()))]
 
 
-async def progress(s: AsyncSession, campaign_id: int) -> Progress:
+async def progress(s: AsyncSession, campaign_id: int, *, now: datetime) -> Progress:
+    """The campaigns store's ``campaign_progress``, as the console shows it."""
     row = await _row(s, campaign_id)
-    states = (await s.execute(
-        select(Contact.state, func.count()).where(Contact.campaign_id == campaign_id)
-        .group_by(Contact.state).order_by(Contact.state))).all()
-    outcomes = (await s.execute(
-        select(func.coalesce(CallAttempt.outcome, CallAttempt.status), func.count())
-        .where(CallAttempt.campaign_id == campaign_id)
-        .group_by(func.coalesce(CallAttempt.outcome, CallAttempt.status)))).all()
-    by_state = [(str(k), int(n)) for k, n in states]
-    by_outcome = sorted((str(k), int(n)) for k, n in outcomes)
-    return Progress(_summary(row), sum(n for _, n in by_state), by_state, by_outcome,
-                    sum(n for _, n in by_outcome))
-
+    p = await campaign_progress(s, campaign_id, now=now)
+    by_outcome = sorted((outcome or "in progress", n) for outcome, n in p.attempts.items())
+    return Progress(_summary(row), p.total, sorted(p.contacts.items()), by_outcome,
+                    sum(p.attempts.values()), sorted(p.skips.items()))

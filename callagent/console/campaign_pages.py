@@ -67,7 +67,7 @@ async def _detail(request: Request, logged: ops.LoggedIn, campaign_id: int, *,
     runtime = console_of(request)
     async with runtime.reading() as s:
         try:
-            progress = await camps.progress(s, campaign_id)
+            progress = await camps.progress(s, campaign_id, now=runtime.now())
         except camps.UnknownCampaign as exc:
             return problem(request, logged, 404, str(exc))
     return render(request, "campaign.html", logged, status=status, p=progress,

@@ -83,7 +83,7 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
     "CampaignProgress": {"type": "object", "properties": {
         "campaign": {"type": "object"}, "contacts": {"type": "integer"},
         "by_state": {"type": "array"}, "by_outcome": {"type": "array"},
-        "attempts": {"type": "integer"}}},
+        "attempts": {"type": "integer"}, "skipped": {"type": "array"}}},
 }
 
 

@@ -31,13 +31,12 @@ from callagent.console.auth import (
     set_session_cookie,
 )
 from callagent.console.page_kit import field, page, problem, render
-from callagent.console.call_filters import DIRECTIONS, BadFilter, CallFilter
+from callagent.console.call_filters import DIRECTIONS, BadFilter
 from callagent.console.call_queries import (
     UnknownCall,
     call_audit,
     call_detail,
     dashboard,
-    list_calls,
 )
 from callagent.console.export import to_csv, to_json
 from callagent.console.passwords import WeakPassword, verify_password
@@ -146,17 +145,11 @@ async def dashboard_page(request: Request, logged: ops.LoggedIn) -> Response:
 
 @page(Permission.READ_CALLS)
 async def calls_page(request: Request, logged: ops.LoggedIn) -> Response:
-    runtime = console_of(request)
     try:
-        f = CallFilter.from_params(dict(request.query_params),
-                                   page_size=runtime.settings.console.page_size)
+        f, result = await console_of(request).find_calls(request.query_params)
     except BadFilter as exc:
         return render(request, "calls.html", logged, status=400, error=str(exc), calls=[],
                        next_url="", params=dict(request.query_params), directions=DIRECTIONS)
-    if f.words:
-        await runtime.index_now(limit=5000)
-    async with runtime.reading() as s:
-        result = await list_calls(s, f)
     next_url = ("/console/calls?" + urlencode(f.params(cursor=result.next_cursor))
                 if result.next_cursor else "")
     return render(request, "calls.html", logged, error="", calls=result.calls,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,8 @@ from starlette.templating import Jinja2Templates
 
 from callagent.compliance.checkpointer import AuditCheckpointer
 from callagent.config import Settings
+from callagent.console.call_filters import CallFilter
+from callagent.console.call_queries import CallPage, list_calls
 from callagent.console.search_index import RESCAN, add_terms, unindexed
 
 __all__ = ["ConsoleRuntime", "session_key"]
@@ -111,6 +113,15 @@ class ConsoleRuntime:
             async with self.sessions.begin() as s:
                 await add_terms(s, turns)
         return len(turns)
+
+    async def find_calls(self, params: Mapping[str, str]) -> tuple[CallFilter, CallPage]:
+        """The calls the query ``params`` ask for (``BadFilter`` names a bad one). Words are
+        searched once the turns not yet indexed are."""
+        f = CallFilter.from_params(dict(params), page_size=self.settings.console.page_size)
+        if f.words:
+            await self.index_now(limit=5000)
+        async with self.reading() as s:
+            return f, await list_calls(s, f)
 
     async def _index_forever(self) -> None:
         while True:

@@ -9,19 +9,18 @@ waits for the client's `function_call_output`; other tools run locally.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from callagent.agents.flow import ToolRequest, ToolStatus
-from callagent.agents.profile import AgentProfile, load_profiles
-from callagent.engines.base import CallContext, Engine, ToolCallFinished, ToolCallStarted
+from callagent.agents.profile import load_profiles
+from callagent.engines.base import CallContext, Engine
 from callagent.engines.duplex.local import LocalDuplexEngine
 from callagent.engines.fixture import FixtureEngine, FixtureScript
 from callagent.engines.pipeline.engine import PipelineEngine
 from callagent.engines.pipeline.models import PipelineModels, shared_models
-from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
+from callagent.engines.pipeline.tools import RemoteTools, ToolOutcome
 from callagent.realtime_server.session import ToolDelegate
 
 __all__ = ["client_outcome", "profile_engines"]
@@ -34,27 +33,18 @@ def _agents_dir() -> Path:
     return here if here.is_dir() else Path(__file__).resolve().parents[2] / "config" / "agents"
 
 
-class _DelegatingRunner(ToolRunner):
-    """The pipeline's tool runner, but tools the client declared run at the client."""
+class _ClientTools:
+    """The tools the client declared in `session.tools`, called at the client (`RemoteTools`)."""
 
-    def __init__(self, base: ToolRunner, delegate: ToolDelegate) -> None:
-        super().__init__(base._store, base._emit, base._done, runtime=base._runtime)
+    def __init__(self, delegate: ToolDelegate) -> None:
         self._delegate = delegate
 
-    async def _run(self, request: ToolRequest) -> None:
-        if not self._delegate.handles(request.name):
-            await super()._run(request)
-            return
+    def handles(self, name: str) -> bool:
+        return self._delegate.handles(name)
+
+    async def call(self, request: ToolRequest) -> ToolOutcome:
         args = json.dumps(dict(request.args))
-        self._emit(ToolCallStarted(request.id, request.name, args))
-        t0 = time.perf_counter()
-        output = await self._delegate.call(request.id, request.name, args)
-        outcome = client_outcome(output)
-        self._emit(ToolCallFinished(request.id, request.name,
-                                    "error" if outcome.status is ToolStatus.ERROR else "ok",
-                                    json.dumps(dict(outcome.data)),
-                                    1000.0 * (time.perf_counter() - t0), outcome.error))  # fmt: skip
-        self._done(request.id, outcome)
+        return client_outcome(await self._delegate.call(request.id, request.name, args))
 
 
 def client_outcome(output: str) -> ToolOutcome:
@@ -78,29 +68,21 @@ def client_outcome(output: str) -> ToolOutcome:
 
 
 class _RealtimePipelineEngine(PipelineEngine):
-    def __init__(
-        self, profile: AgentProfile, models: Future[PipelineModels], delegate: ToolDelegate
-    ) -> None:
-        super().__init__(profile, models)
-        self._delegate = delegate
+    client_tools: RemoteTools  # set by `profile_engines`
 
     async def start(self, call: CallContext) -> None:
         await super().start(call)
         if self._tools is not None:
-            self._tools = _DelegatingRunner(self._tools, self._delegate)
+            self._tools.run_remotely(self.client_tools)
 
 
 class _RealtimeLocalDuplexEngine(LocalDuplexEngine):
-    def __init__(
-        self, profile: AgentProfile, models: Future[PipelineModels], delegate: ToolDelegate
-    ) -> None:
-        super().__init__(profile, models)
-        self._delegate = delegate
+    client_tools: RemoteTools  # set by `profile_engines`
 
     async def start(self, call: CallContext) -> None:
         await super().start(call)
         if self._tools is not None:
-            self._tools = _DelegatingRunner(self._tools, self._delegate)
+            self._tools.run_remotely(self.client_tools)
 
 
 def profile_engines(directory: Path | None = None) -> EngineBuilder:
@@ -124,8 +106,9 @@ def profile_engines(directory: Path | None = None) -> EngineBuilder:
         if profile.flow is None:
             return None
         first = max(profile.routes, key=lambda r: r.percent)
-        if first.engine == "duplex" and (first.backend or getattr(profile.duplex, "kind", "")) == "local":
-            return _RealtimeLocalDuplexEngine(profile, models(), delegate)
-        return _RealtimePipelineEngine(profile, models(), delegate)
+        local = first.engine == "duplex" and (first.backend or getattr(profile.duplex, "kind", "")) == "local"
+        engine = (_RealtimeLocalDuplexEngine if local else _RealtimePipelineEngine)(profile, models())
+        engine.client_tools = _ClientTools(delegate)
+        return engine
 
     return build

@@ -10,7 +10,6 @@ what it said.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 import xml.etree.ElementTree as ET
@@ -22,21 +21,15 @@ import httpx
 import numpy as np
 import websockets
 
-from callagent.audio.codec import pcm_to_ulaw, ulaw_to_pcm
+from callagent.audio.codec import pcm_to_ulaw
 from callagent.audio.pcm import Pcm, Samples
 from callagent.audio.resample import make_resampler
 from callagent.audio.wavfile import read_wav, write_wav
 from callagent.sim.playout import CallerPlayout
-from callagent.telephony.twilio.peer import (
-    OutboundClear,
-    OutboundMark,
-    OutboundMedia,
-    TwilioPeer,
-)
+from callagent.sim.stream import FRAME, RATE, CallerStream, Frame
+from callagent.telephony.twilio.peer import OutboundClear, PeerEvent, TwilioPeer
+from callagent.telephony.twilio.protocol import Rejected
 from callagent.telephony.twilio.signature import SignatureChecker
-
-RATE = 8000
-FRAME = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +109,21 @@ def parse_stream_twiml(xml: str) -> tuple[str, dict[str, str]]:
     return stream.get("url", ""), params
 
 
-async def _post_signed(
-    http: httpx.AsyncClient, call: SimulatedCall, path: str, form: dict[str, str]
+async def post_signed(
+    http: httpx.AsyncClient, base_url: str, origin: str, token: str, path: str, form: dict[str, str]
 ) -> httpx.Response:
-    signer = SignatureChecker(call.auth_token, True)
-    signature = signer.sign(call.public_origin.rstrip("/") + path, form)
-    return await http.post(
-        call.base_url.rstrip("/") + path, data=form, headers={"X-Twilio-Signature": signature}
-    )
+    """A webhook as Twilio sends it: to ``base_url`` (where the service listens), signed
+    against ``origin`` (the public origin Twilio signs)."""
+    signature = SignatureChecker(token, True).sign(origin.rstrip("/") + path, form)
+    return await http.post(base_url.rstrip("/") + path, data=form, headers={"X-Twilio-Signature": signature})
+
+
+def stream_socket(base_url: str, stream_url: str, token: str) -> tuple[str, dict[str, str]]:
+    """The media WebSocket's address and its signed upgrade header: connect to where the
+    service listens, but sign the public URL Twilio would use."""
+    base = urlsplit(base_url)
+    ws_url = f"{'wss' if base.scheme == 'https' else 'ws'}://{base.netloc}{urlsplit(stream_url).path}"
+    return ws_url, {"X-Twilio-Signature": SignatureChecker(token, True).sign(stream_url)}
 
 
 async def run_simulated_call(call: SimulatedCall) -> CallResult:
@@ -144,21 +144,18 @@ async def run_simulated_call(call: SimulatedCall) -> CallResult:
             "Direction": "inbound",
             "ApiVersion": "2010-04-01",
         }
-        resp = await _post_signed(http, call, "/twilio/voice", form)
+        resp = await post_signed(http, call.base_url, call.public_origin, call.auth_token, "/twilio/voice", form)
         if resp.status_code != 200:
             result.error = f"voice webhook answered {resp.status_code}: {resp.text[:200]}"
             return result
         stream_url, params = parse_stream_twiml(resp.text)
         result.call_id = params.get("call_id", "")
-        signature = SignatureChecker(call.auth_token, True).sign(stream_url)
-        # Connect to where the service listens, but sign the public URL Twilio would use.
-        base = urlsplit(call.base_url)
-        ws_url = f"{'wss' if base.scheme == 'https' else 'ws'}://{base.netloc}{urlsplit(stream_url).path}"
+        ws_url, headers = stream_socket(call.base_url, stream_url, call.auth_token)
         started = time.monotonic()
         try:
             async with websockets.connect(
                 ws_url,
-                additional_headers={"X-Twilio-Signature": signature},
+                additional_headers=headers,
                 open_timeout=call.connect_timeout_s,
                 max_size=2**20,
             ) as ws:
@@ -167,9 +164,11 @@ async def run_simulated_call(call: SimulatedCall) -> CallResult:
             result.error = f"media stream failed: {exc}"
             return result
         duration = int(time.monotonic() - started)
-        await _post_signed(
+        await post_signed(
             http,
-            call,
+            call.base_url,
+            call.public_origin,
+            call.auth_token,
             "/twilio/status",
             {
                 **form,
@@ -190,6 +189,30 @@ async def run_simulated_call(call: SimulatedCall) -> CallResult:
     return result
 
 
+class _Recited:
+    """The caller's voice: ``said`` as it stands, the keypad digits at ``lead_s``."""
+
+    def __init__(self, said_ulaw: bytes, call: SimulatedCall, timeline: list[TimelineEntry]) -> None:
+        self._ulaw = said_ulaw
+        self._dtmf_at = call.lead_s if call.dtmf else None
+        self._dtmf = call.dtmf
+        self._timeline = timeline
+        self._pos = 0
+
+    @property
+    def done(self) -> bool:
+        return self._pos >= len(self._ulaw)
+
+    def frame(self, at: float, now: float) -> Frame:
+        ulaw = self._ulaw[self._pos : self._pos + FRAME]
+        self._pos += FRAME
+        if self._dtmf_at is not None and now >= self._dtmf_at:
+            self._timeline.append(TimelineEntry(now, "dtmf", self._dtmf))
+            self._dtmf_at = None
+            return Frame(ulaw, self._dtmf)
+        return Frame(ulaw)
+
+
 async def _stream(
     ws: websockets.ClientConnection,
     call: SimulatedCall,
@@ -202,69 +225,26 @@ async def _stream(
     params: dict[str, str],
 ) -> None:
     peer = TwilioPeer(stream_sid=stream_sid, call_sid=call_sid, account_sid=call.account_sid)
-    t0 = time.monotonic()
 
-    def now() -> float:
-        return time.monotonic() - t0
+    def observe(t: float, event: PeerEvent) -> None:
+        if isinstance(event, OutboundClear):
+            timeline.append(TimelineEntry(t, "clear", f"dropped so far {playout.dropped_ms:.0f} ms"))
+        elif isinstance(event, Rejected):
+            timeline.append(TimelineEntry(t, "bad message", str(event)))
 
-    await ws.send(peer.connected())
-    await ws.send(peer.start(custom_parameters=params))
-    timeline.append(TimelineEntry(now(), "start", f"stream {stream_sid}"))
-    closed = asyncio.Event()
-
-    async def receive() -> None:
-        try:
-            async for message in ws:
-                t = now()
-                for event in peer.receive(message):
-                    if isinstance(event, OutboundMedia):
-                        playout.on_media(ulaw_to_pcm(event.ulaw), t)
-                    elif isinstance(event, OutboundMark):
-                        playout.on_mark(event.name, t)
-                    elif isinstance(event, OutboundClear):
-                        result.clears += 1
-                        timeline.append(TimelineEntry(t, "clear", f"dropped so far {playout.dropped_ms:.0f} ms"))
-                        for name in playout.on_clear(t):
-                            await ws.send(peer.mark(name))
-                            result.marks_echoed += 1
-                    else:
-                        timeline.append(TimelineEntry(t, "bad message", str(event)))
-        except websockets.exceptions.ConnectionClosed:
-            pass
-        finally:
-            closed.set()
-
-    receiver = asyncio.create_task(receive())
-    dtmf_at = call.lead_s if call.dtmf else None
+    stream = CallerStream(ws, peer, playout, params, observe=observe)
     try:
-        if len(said):
-            timeline.append(TimelineEntry(call.lead_s, "caller audio", f"{len(said) / RATE:.2f}s sent in all"))
-        said_ulaw = pcm_to_ulaw(said)  # once: mu-law is sample-wise, slicing it is exact
-        for i in range(0, len(said), FRAME):
-            target = i / RATE
-            delay = target - now()
-            if delay > 0:
-                # A plain sleep (a hang-up is noticed within one frame): a
-                # wait_for task per frame would cost as much CPU as the server.
-                await asyncio.sleep(delay)
-            if closed.is_set():
-                result.server_closed = True
-                timeline.append(TimelineEntry(now(), "server hung up"))
-                break
-            t = now()
-            for name in playout.due_marks(t):
-                await ws.send(peer.mark(name))
-                result.marks_echoed += 1
-            if dtmf_at is not None and t >= dtmf_at:
-                for digit in call.dtmf:
-                    await ws.send(peer.dtmf(digit))
-                timeline.append(TimelineEntry(t, "dtmf", call.dtmf))
-                dtmf_at = None
-            await ws.send(peer.media(said_ulaw[i : i + FRAME], timestamp_ms=int(1000 * target)))
-        else:
-            timeline.append(TimelineEntry(now(), "caller done", "sending stop"))
-            await ws.send(peer.stop())
+        async with stream:
+            timeline.append(TimelineEntry(stream.now(), "start", f"stream {stream_sid}"))
+            if len(said):
+                timeline.append(TimelineEntry(call.lead_s, "caller audio", f"{len(said) / RATE:.2f}s sent in all"))
+            # mu-law is sample-wise: encoded once, slicing it is exact
+            await stream.speak(_Recited(pcm_to_ulaw(said), call, timeline))
+            if stream.server_closed:
+                timeline.append(TimelineEntry(stream.now(), "server hung up"))
+            else:
+                timeline.append(TimelineEntry(stream.now(), "caller done", "sent stop"))
     finally:
-        if not closed.is_set():
-            await ws.close()
-        await receiver
+        result.clears = len(stream.clears)
+        result.marks_echoed = stream.marks_echoed
+        result.server_closed = stream.server_closed

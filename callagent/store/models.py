@@ -23,12 +23,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text  # a name apart from Turn.text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "NAMING_CONVENTION",
+    "AmdVerdict",
     "AuditCheckpoint",
     "AuditEvent",
     "Base",
@@ -168,12 +170,23 @@ class ToolCall(Base):
 
 
 class CallMetric(Base):
+    """One figure of a call: call-level (``turn_id == ""``, the call's latest value) or of
+    one agent turn (``turn_id`` = the engine's turn id).
+
+    Call-level rows use ``""``, not NULL: NULLs are distinct in a unique constraint, so
+    (call_id, name, NULL) would not be unique and the recorder's upsert (ON CONFLICT on
+    the constraint) could not find its row. A partial unique index per case would work
+    too, but it needs two upserts per batch and ``alembic check`` does not compare index
+    predicates; one plain constraint does the same on SQLite and PostgreSQL.
+    """
+
     __tablename__ = "call_metrics"
-    __table_args__ = (UniqueConstraint("call_id", "name"),)
+    __table_args__ = (UniqueConstraint("call_id", "name", "turn_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
+    turn_id: Mapped[str] = mapped_column(String(64), default="", server_default=sql_text("''"))
     value: Mapped[float] = mapped_column(Float)
 
     call: Mapped[Call] = relationship(back_populates="metrics", lazy="raise")
@@ -193,6 +206,22 @@ class CallStatusEvent(Base):
     at: Mapped[datetime]
     duration_s: Mapped[int | None] = mapped_column(Integer)
     answered_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class AmdVerdict(Base):
+    """Twilio's asynchronous answering-machine verdict for a call (``/twilio/amd``), once:
+    a retried callback finds its call_sid taken and changes nothing."""
+
+    __tablename__ = "amd_verdicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # no foreign key, as for status events: the verdict may come before our calls row
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    # human | machine_start | machine_end_beep | ... | fax | unknown
+    answered_by: Mapped[str] = mapped_column(String(32))
+    # Twilio's MachineDetectionDuration: how long detection listened
+    detection_ms: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime]
 
 
 class AuditEvent(Base):

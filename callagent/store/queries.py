@@ -3,8 +3,8 @@ owns the unit of work (``async with sessions.begin() as s: ...``).
 
 ``apply_records`` writes a batch of call records in order and is idempotent:
 replaying a batch (or any part of it) that was already written adds nothing
-and fails on nothing. Unique keys do it for calls, turns, tool calls, metrics
-and status callbacks; audit events carry the producer's ``source_key``.
+and fails on nothing. Unique keys do it for calls, turns, tool calls, metrics,
+status callbacks and AMD verdicts; audit events carry the producer's ``source_key``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callagent.call.records import (
+    AmdVerdictRecord,
     AuditRecord,
     CallClosed,
     CallOpened,
@@ -40,6 +41,7 @@ from callagent.compliance.audit import (
     verify_chain,
 )
 from callagent.store.models import (
+    AmdVerdict,
     AuditEvent,
     Call,
     CallMetric,
@@ -74,6 +76,7 @@ _turns = cast(Table, Turn.__table__)
 _tool_calls = cast(Table, ToolCall.__table__)
 _metrics = cast(Table, CallMetric.__table__)
 _status_events = cast(Table, CallStatusEvent.__table__)
+_amd_verdicts = cast(Table, AmdVerdict.__table__)
 _audit = cast(Table, AuditEvent.__table__)
 
 
@@ -133,6 +136,8 @@ async def _apply_one(session: AsyncSession, record: Record) -> None:
         await _stream_started(session, record)
     elif isinstance(record, CallStatusChanged):
         await _status_changed(session, record)
+    elif isinstance(record, AmdVerdictRecord):
+        await _amd_verdict(session, record)
     elif isinstance(record, CallClosed):
         await _close_call(session, record)
     else:
@@ -160,7 +165,8 @@ async def _open_call(session: AsyncSession, r: CallOpened) -> None:
     await session.execute(stmt)
     if not r.twilio_call_sid:
         return
-    # Status callbacks that arrived before the call row: apply the newest.
+    # Status callbacks and an AMD verdict that arrived before the call row: apply
+    # the newest status, then the verdict (which only moves a call on from ringing).
     latest = (
         await session.execute(
             select(_status_events)
@@ -179,6 +185,14 @@ async def _open_call(session: AsyncSession, r: CallOpened) -> None:
             latest.duration_s,
             latest.answered_by,
         )
+    verdict = (
+        await session.execute(
+            select(_amd_verdicts.c.answered_by, _amd_verdicts.c.at)
+            .where(_amd_verdicts.c.call_sid == r.twilio_call_sid)
+        )
+    ).first()
+    if verdict is not None:
+        await _apply_verdict(session, r.twilio_call_sid, verdict.answered_by, verdict.at)
 
 
 async def _stream_started(session: AsyncSession, r: CallStreamStarted) -> None:
@@ -214,6 +228,38 @@ async def _status_changed(session: AsyncSession, r: CallStatusChanged) -> None:
     )
     await _apply_status(
         session, r.twilio_call_sid, r.sequence, r.status, r.at, r.duration_s, r.answered_by
+    )
+
+
+async def _amd_verdict(session: AsyncSession, r: AmdVerdictRecord) -> None:
+    inserted = (
+        await session.execute(
+            _insert(session, _amd_verdicts)
+            .values(call_sid=r.twilio_call_sid, answered_by=r.answered_by,
+                    detection_ms=r.detection_ms, at=r.at)
+            .on_conflict_do_nothing(index_elements=["call_sid"])
+            .returning(_amd_verdicts.c.id)  # rowcount is -1 here on psycopg
+        )
+    ).first()
+    if inserted is not None:  # else a retried callback: the first verdict stands
+        await _apply_verdict(session, r.twilio_call_sid, r.answered_by, r.at)
+
+
+async def _apply_verdict(session: AsyncSession, sid: str, answered_by: str, at: datetime) -> None:
+    """A verdict means the call was answered. It is not a status callback (no
+    SequenceNumber): it never moves a call back, only on from ringing."""
+    c = _calls.c
+    await session.execute(
+        update(_calls)
+        .where(c.twilio_call_sid == sid)
+        .values(
+            answered_by=answered_by,
+            answered_at=func.coalesce(c.answered_at, _utc(at)),
+            status=case(
+                (and_(c.ended_at.is_(None), c.status.in_(_EARLY_STATUSES)), "in-progress"),
+                else_=c.status,
+            ),
+        )
     )
 
 
@@ -314,13 +360,15 @@ async def _add_tool_calls(session: AsyncSession, calls: Sequence[ToolCallRecord]
 
 
 async def _put_metrics(session: AsyncSession, metrics: Sequence[MetricRecord]) -> None:
-    latest: dict[tuple[str, str], float] = {}
+    latest: dict[tuple[str, str, str], float] = {}
     for m in metrics:  # last value wins, as if applied one by one
-        latest[(m.call_id, m.name)] = m.value
-    rows = [{"call_id": c, "name": n, "value": v} for (c, n), v in latest.items()]
+        latest[(m.call_id, m.name, m.turn_id)] = m.value
+    rows = [
+        {"call_id": c, "name": n, "turn_id": t, "value": v} for (c, n, t), v in latest.items()
+    ]
     ins = _insert(session, _metrics)
     stmt = ins.on_conflict_do_update(
-        index_elements=["call_id", "name"], set_={"value": ins.excluded.value}
+        index_elements=["call_id", "name", "turn_id"], set_={"value": ins.excluded.value}
     )
     await session.execute(stmt, rows)
 

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from callagent.call.recorder import Recorder, RecorderClosed
 from callagent.call.records import (
+    AmdVerdictRecord,
     AuditRecord,
     CallClosed,
     CallOpened,
@@ -34,7 +35,15 @@ from callagent.call.records import (
 from callagent.config import RecorderSettings
 from callagent.store import queries
 from callagent.store.db import create_engine_for, make_sessionmaker
-from callagent.store.models import AuditEvent, Call, CallMetric, CallStatusEvent, ToolCall, Turn
+from callagent.store.models import (
+    AmdVerdict,
+    AuditEvent,
+    Call,
+    CallMetric,
+    CallStatusEvent,
+    ToolCall,
+    Turn,
+)
 from tests.outage import Outage, PgOutage
 
 T0 = datetime(2026, 5, 4, 9, 0, 0, tzinfo=timezone.utc)
@@ -71,6 +80,7 @@ def one_call(n: int, turns: int) -> list[Record]:
         CallStreamStarted(call_id, f"MZ{n:032d}", at + timedelta(seconds=1)),
         CallStatusChanged(sid, "in-progress", 2, at + timedelta(seconds=1)),
         AuditRecord("call.answered", "system", at + timedelta(seconds=1), call_id, {"n": n}),
+        AmdVerdictRecord(sid, "human", at + timedelta(seconds=3), detection_ms=None if n % 2 else 2000 + n),
     ]
     for i in range(turns):
         out.append(TurnRecord(call_id, i, "caller" if i % 2 else "agent", f"call {n} turn {i}",
@@ -82,6 +92,7 @@ def one_call(n: int, turns: int) -> list[Record]:
             out.append(AuditRecord("tool.called", "agent", at + timedelta(seconds=i), call_id, {"i": i}))
         if i % 4 == 0:
             out.append(MetricRecord(call_id, f"latency_p{i % 3}", float(i)))
+            out.append(MetricRecord(call_id, f"latency_p{i % 3}", float(i), turn_id=f"t{i}"))
     end = at + timedelta(seconds=turns * 2 + 5)
     out += [
         CallClosed(call_id, end, "caller_hangup"),
@@ -107,7 +118,10 @@ async def assert_written_exactly_once(url: str, records: Sequence[Record]) -> No
             calls = (await s.scalars(select(Call))).all()
             turns = sorted((t.call_id, t.seq, t.text) for t in (await s.scalars(select(Turn))).all())
             tools = sorted((t.call_id, t.tool_call_id) for t in (await s.scalars(select(ToolCall))).all())
-            metrics = {(m.call_id, m.name): m.value for m in (await s.scalars(select(CallMetric))).all()}
+            metrics = {(m.call_id, m.name, m.turn_id): m.value
+                       for m in (await s.scalars(select(CallMetric))).all()}
+            verdicts = sorted((v.call_sid, v.answered_by, v.detection_ms)
+                              for v in (await s.scalars(select(AmdVerdict))).all())
             statuses = sorted((e.call_sid, e.sequence)
                               for e in (await s.scalars(select(CallStatusEvent))).all())
             audits = [(a.action, a.call_id, json.loads(a.details))
@@ -115,14 +129,16 @@ async def assert_written_exactly_once(url: str, records: Sequence[Record]) -> No
             chain = await queries.verify_audit(s)
     finally:
         await engine.dispose()
-    expected_metrics: dict[tuple[str, str], float] = {}
+    expected_metrics: dict[tuple[str, str, str], float] = {}
     for r in records:
         if isinstance(r, MetricRecord):
-            expected_metrics[(r.call_id, r.name)] = r.value
+            expected_metrics[(r.call_id, r.name, r.turn_id)] = r.value
     assert sorted(c.id for c in calls) == sorted(r.call_id for r in records if isinstance(r, CallOpened))
     assert turns == sorted((r.call_id, r.seq, r.text) for r in records if isinstance(r, TurnRecord))
     assert tools == sorted((r.call_id, r.tool_call_id) for r in records if isinstance(r, ToolCallRecord))
     assert metrics == expected_metrics
+    assert verdicts == sorted((r.twilio_call_sid, r.answered_by, r.detection_ms)
+                              for r in records if isinstance(r, AmdVerdictRecord))
     assert statuses == sorted((r.twilio_call_sid, r.sequence)
                               for r in records if isinstance(r, CallStatusChanged))
     # exactly once and in submission order

@@ -27,7 +27,7 @@ from callagent.campaigns.settings import (
 )
 from callagent.campaigns.store import AttemptStatus, ContactState
 from callagent.store.db import create_engine_for, make_sessionmaker
-from callagent.store.models import CallAttempt, CallStatusEvent, Contact
+from callagent.store.models import AmdVerdict, CallAttempt, CallStatusEvent, Contact
 
 NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -291,6 +291,37 @@ async def test_outcome_schedules_the_retry(db_sessions: async_sessionmaker[Async
             assert contact.claimed_by is None
 
 
+async def test_the_async_amd_verdict_decides_when_the_final_callback_has_no_answered_by(
+    db_sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Async AMD: ``AnsweredBy`` comes only on ``/twilio/amd`` (``amd_verdicts``), not on the
+    status callbacks; the terminal callback's own ``AnsweredBy`` wins when it has one."""
+    cid = await seed(db_sessions, 3, spec=make_spec(cap=3, max_attempts=2, retry_s=60))
+    async with db_sessions.begin() as s:
+        held = await store.claim_due_contacts(s, cid, 10, worker="a", now=NOW, lease=LEASE,
+                                              limit=10)
+        attempts = []
+        for i, c in enumerate(held):
+            attempt = await store.begin_attempt(s, c.id, worker="a", now=NOW, lease=LEASE)
+            await store.mark_placed(s, attempt.id, f"CA{i:032d}", now=NOW)
+            attempts.append(attempt.id)
+    end = NOW + timedelta(seconds=40)
+    cases = [("machine_end_beep", None, "voicemail"), ("human", None, "answered"),
+             ("machine_end_beep", "human", "answered")]
+    async with db_sessions.begin() as s:
+        for i, (verdict, in_status, _) in enumerate(cases):
+            s.add(AmdVerdict(call_sid=f"CA{i:032d}", answered_by=verdict, detection_ms=2100,
+                             at=NOW + timedelta(seconds=5)))
+            s.add(CallStatusEvent(call_sid=f"CA{i:032d}", sequence=3, status="completed", at=end,
+                                  duration_s=30, answered_by=in_status))
+        await s.flush()
+        assert await store.apply_status_events(s, now=end) == len(cases)
+    async with db_sessions() as s:
+        rows = [await s.get_one(CallAttempt, a) for a in attempts]
+    assert [(r.outcome, r.answered_by) for r in rows] == [
+        ("voicemail", "machine_end_beep"), ("answered", "human"), ("answered", "human")]
+
+
 async def test_the_last_attempt_finishes_the_contact_whatever_the_outcome(
     db_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -358,7 +389,8 @@ def test_public_names_are_pinned() -> None:
     assert sorted(store.__all__) == sorted([
         "AttemptStatus", "CLAIM_LOCK_CLASS", "CampaignExists", "CampaignProgress",
         "ClaimedContact", "ContactState", "IN_FLIGHT", "LostClaim", "StoredCampaign",
-        "TERMINAL_CALL_STATUSES", "UnknownCampaign", "add_dnc", "apply_status_events",
+        "TERMINAL_CALL_STATUSES", "UnknownCampaign", "add_dnc", "answered_by_of",
+        "apply_status_events",
         "attempt_counts", "begin_attempt", "campaign_by_key", "campaign_ids",
         "campaign_outcome", "campaign_progress", "change_state", "claim_due_contacts",
         "create_campaign", "import_rows", "known_call_sids", "load_dnc", "mark_placed",

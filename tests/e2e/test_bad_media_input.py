@@ -51,7 +51,8 @@ def connect(live: LiveService, url: str) -> websockets.connect:
 
 async def metrics_of(live: LiveService, call_id: str) -> dict[str, float]:
     async with make_sessionmaker(live.db)() as s:
-        rows = (await s.execute(select(CallMetric).where(CallMetric.call_id == call_id))).scalars()
+        rows = (await s.execute(select(CallMetric).where(
+            CallMetric.call_id == call_id, CallMetric.turn_id == ""))).scalars()  # call-level
         return {m.name: m.value for m in rows}
 
 

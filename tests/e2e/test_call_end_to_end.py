@@ -63,7 +63,8 @@ async def test_call_with_barge_in_leaves_a_complete_record(
         metrics = {
             m.name: m.value
             for m in (
-                await s.execute(select(CallMetric).where(CallMetric.call_id == result.call_id))
+                await s.execute(select(CallMetric).where(CallMetric.call_id == result.call_id,
+                                                         CallMetric.turn_id == ""))  # call-level
             ).scalars()
         }
         actions = [

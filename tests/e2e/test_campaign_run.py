@@ -42,7 +42,7 @@ from callagent.campaigns.store import AttemptStatus, ContactState
 from callagent.config import Settings
 from callagent.sim.twilio_rest import FakeTwilioRest, Outcome
 from callagent.store.db import create_engine_for, make_sessionmaker
-from callagent.store.models import Call, CallAttempt, CallStatusEvent, Contact
+from callagent.store.models import AmdVerdict, Call, CallAttempt, Contact
 from callagent.telephony.twilio.rest import TwilioRest
 from tests.campaigns.test_store import noon_zone, number
 from tests.e2e.conftest import TOKEN, make_settings, start_service, stop_service
@@ -170,8 +170,7 @@ async def test_a_campaign_runs_from_csv_to_every_contact_accounted_for(
         contacts = {c.e164: c for c in await s.scalars(select(Contact))}
         attempts = list(await s.scalars(select(CallAttempt).order_by(CallAttempt.id)))
         calls = {c.twilio_call_sid: c for c in await s.scalars(select(Call))}
-        amd = {e.call_sid: e.answered_by for e in await s.scalars(
-            select(CallStatusEvent).where(CallStatusEvent.sequence == -1))}
+        amd = {v.call_sid: v.answered_by for v in await s.scalars(select(AmdVerdict))}
         campaigns = {c.key: c for c in await store.running_campaigns(s)}
     fake = run.fake
     assert not fake.callback_errors

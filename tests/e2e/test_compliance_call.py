@@ -23,12 +23,10 @@ import logging
 import os
 import subprocess
 import sys
-import time
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -40,21 +38,21 @@ from sqlalchemy.pool import NullPool
 
 from callagent.agents.profile import AgentProfile, load_profile
 from callagent.app import create_app
-from callagent.audio.codec import pcm_to_ulaw, ulaw_to_pcm
+from callagent.audio.codec import pcm_to_ulaw
 from callagent.audio.pcm import Samples
 from callagent.audio.wavfile import read_wav
 from callagent.config import AgentSettings, RecordingSettings, Settings, TwilioSettings
 from callagent.engines.base import CallContext, Engine
 from callagent.engines.pipeline.engine import PipelineEngine
 from callagent.engines.pipeline.models import shared_models
-from callagent.sim.caller import parse_stream_twiml
+from callagent.sim.caller import parse_stream_twiml, post_signed, stream_socket
 from callagent.sim.playout import CallerPlayout
+from callagent.sim.stream import FRAME, CallerStream, Frame
 from callagent.sim.twilio_rest import FakeTwilioRest
 from callagent.store.db import create_engine_for, make_sessionmaker, sync_url
 from callagent.store.models import AuditEvent, Call, DncNumber, ToolCall
-from callagent.telephony.twilio.peer import OutboundClear, OutboundMark, OutboundMedia, TwilioPeer
+from callagent.telephony.twilio.peer import TwilioPeer
 from callagent.telephony.twilio.rest import TwilioRest
-from callagent.telephony.twilio.signature import SignatureChecker
 from tests.e2e.conftest import TOKEN, make_settings, start_service, stop_service
 from tests.e2e.test_call_end_to_end import wait_closed
 
@@ -62,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CARD = "4111111111111111"
 CALLER = "+14155550100"  # California: all-party consent
 HUMAN = "+12125550199"
-RATE, FRAME = 8000, 160
+RATE = 8000
 
 
 def compliance_profile(directory: Path) -> Path:
@@ -98,12 +96,6 @@ class Caller:
     server_closed: bool = False
 
 
-async def _post(http: httpx.AsyncClient, base: str, origin: str, path: str,
-                form: dict[str, str]) -> httpx.Response:  # fmt: skip
-    signature = SignatureChecker(TOKEN, True).sign(origin + path, form)
-    return await http.post(base + path, data=form, headers={"X-Twilio-Signature": signature})
-
-
 async def scripted_call(base: str, origin: str, call_sid: str, steps: list[Step],
                         *, quiet_s: float = 1.2, limit_s: float = 240.0) -> Caller:  # fmt: skip
     """Each step waits until the agent has spoken since the last one and gone quiet."""
@@ -112,15 +104,14 @@ async def scripted_call(base: str, origin: str, call_sid: str, steps: list[Step]
             "To": "+15005550001", "CallStatus": "ringing", "Direction": "inbound",
             "ApiVersion": "2010-04-01"}  # fmt: skip
     async with httpx.AsyncClient(timeout=10) as http:
-        answer = await _post(http, base, origin, "/twilio/voice", form)
+        answer = await post_signed(http, base, origin, TOKEN, "/twilio/voice", form)
         assert answer.status_code == 200, answer.text
         stream_url, params = parse_stream_twiml(answer.text)
         caller.call_id = params["call_id"]
-        ws_url = f"ws://{urlsplit(base).netloc}{urlsplit(stream_url).path}"
-        headers = {"X-Twilio-Signature": SignatureChecker(TOKEN, True).sign(stream_url)}
+        ws_url, headers = stream_socket(base, stream_url, TOKEN)
         async with websockets.connect(ws_url, additional_headers=headers) as ws:
             await _converse(ws, caller, call_sid, params, steps, quiet_s, limit_s)
-        await _post(http, base, origin, "/twilio/status",
+        await post_signed(http, base, origin, TOKEN, "/twilio/status",
                     {**form, "CallStatus": "completed", "SequenceNumber": "3"})
     return caller
 
@@ -129,90 +120,52 @@ async def _converse(ws: websockets.ClientConnection, caller: Caller, call_sid: s
                     params: dict[str, str], steps: list[Step], quiet_s: float,
                     limit_s: float) -> None:  # fmt: skip
     peer = TwilioPeer(stream_sid="MZ" + "1" * 32, call_sid=call_sid, account_sid="AC" + "0" * 32)
-    playout = caller.playout
-    t0 = time.monotonic()
-
-    def now() -> float:
-        return time.monotonic() - t0
-
-    await ws.send(peer.connected())
-    await ws.send(peer.start(custom_parameters=params))
-    closed = asyncio.Event()
-
-    async def receive() -> None:
+    stream = CallerStream(ws, peer, caller.playout, params)
+    async with stream:
         try:
-            async for message in ws:
-                t = now()
-                for event in peer.receive(message):
-                    if isinstance(event, OutboundMedia):
-                        playout.on_media(ulaw_to_pcm(event.ulaw), t)
-                    elif isinstance(event, OutboundMark):
-                        playout.on_mark(event.name, t)
-                    elif isinstance(event, OutboundClear):
-                        for name in playout.on_clear(t):
-                            await ws.send(peer.mark(name))
+            await stream.speak(_Steps(caller, steps, quiet_s, limit_s))
         except websockets.exceptions.ConnectionClosed:
-            pass
-        finally:
-            closed.set()
-
-    receiver = asyncio.create_task(receive())
-    try:
-        await _pace(ws, peer, caller, closed, steps, quiet_s, limit_s, now)
-    except websockets.exceptions.ConnectionClosed:
-        pass  # the service hung up (after the transfer) while we were sending
-    finally:
-        await ws.close()
-        await receiver
-    caller.server_closed = closed.is_set()
+            caller.server_closed = True  # the service hung up (after the transfer) while we were sending
+    caller.server_closed = caller.server_closed or stream.server_closed
 
 
-async def _pace(ws: websockets.ClientConnection, peer: TwilioPeer, caller: Caller,
-                closed: asyncio.Event, steps: list[Step], quiet_s: float, limit_s: float,
-                now: Callable[[], float]) -> None:  # fmt: skip
-    """Send 20 ms frames in real time, echo marks as they play, take the steps."""
-    playout = caller.playout
-    pending = list(steps)
-    speech = np.zeros(0, np.int16)
-    heard_before = 0
-    acted_at = 0.0
-    pending_reply = True  # the opening is the first reply
-    sent = 0
-    while not closed.is_set():
-        target = sent * FRAME / RATE
-        if target > limit_s:
-            raise AssertionError(f"the call did not end within {limit_s} s: {caller.log}")
-        delay = target - now()
-        if delay > 0:
-            with_timeout = asyncio.wait_for(closed.wait(), timeout=delay)
-            try:
-                await with_timeout
-            except TimeoutError:
-                pass
-            if closed.is_set():
-                break
-        t = now()
-        for name in playout.due_marks(t):
-            await ws.send(peer.mark(name))
-        agent_spoke = len(playout.segments) > heard_before
+class _Steps:
+    """Takes each step once the agent has spoken since the last one and gone quiet."""
+
+    def __init__(self, caller: Caller, steps: list[Step], quiet_s: float, limit_s: float) -> None:
+        self._caller, self._quiet_s, self._limit_s = caller, quiet_s, limit_s
+        self._pending = list(steps)
+        self._speech = np.zeros(0, np.int16)
+        self._heard_before = 0
+        self._acted_at = 0.0
+        self._pending_reply = True  # the opening is the first reply
+
+    @property
+    def done(self) -> bool:
+        return False  # the call ends when the service hangs up
+
+    def frame(self, at: float, now: float) -> Frame:
+        if at > self._limit_s:
+            raise AssertionError(f"the call did not end within {self._limit_s} s: {self._caller.log}")
+        playout, t = self._caller.playout, now
+        agent_spoke = len(playout.segments) > self._heard_before
         last_end = playout.segments[-1].end if playout.segments else 0.0
-        quiet = last_end + quiet_s <= t and not len(speech)
-        if pending and quiet and (agent_spoke or t - acted_at > quiet_s and not pending_reply):
-            step = pending.pop(0)
-            caller.log.append(f"{t:6.1f}s keys={step.keys!r} audio={step.audio is not None}")
-            for key in step.keys:
-                await ws.send(peer.dtmf(key))
+        quiet = last_end + self._quiet_s <= t and not len(self._speech)
+        keys = ""
+        if self._pending and quiet and (agent_spoke or t - self._acted_at > self._quiet_s
+                                        and not self._pending_reply):  # fmt: skip
+            step = self._pending.pop(0)
+            self._caller.log.append(f"{t:6.1f}s keys={step.keys!r} audio={step.audio is not None}")
+            keys = step.keys
             if step.audio is not None:
-                speech = step.audio.copy()
-            heard_before = len(playout.segments)
-            acted_at = t
-            pending_reply = step.expect_reply
-        frame, speech = (speech[:FRAME], speech[FRAME:]) if len(speech) else (
-            np.zeros(FRAME, np.int16), speech)
+                self._speech = step.audio.copy()
+            self._heard_before = len(playout.segments)
+            self._acted_at = t
+            self._pending_reply = step.expect_reply
+        frame, self._speech = self._speech[:FRAME], self._speech[FRAME:]
         if len(frame) < FRAME:
             frame = np.concatenate([frame, np.zeros(FRAME - len(frame), np.int16)])
-        await ws.send(peer.media(pcm_to_ulaw(frame), timestamp_ms=int(1000 * target)))
-        sent += 1
+        return Frame(pcm_to_ulaw(frame), keys)
 
 
 # ---- the test --------------------------------------------------------------------------

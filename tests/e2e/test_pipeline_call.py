@@ -61,7 +61,8 @@ async def test_pipeline_call_records_the_callers_words_and_the_reply(
             metrics = {
                 m.name: m.value
                 for m in (
-                    await s.execute(select(CallMetric).where(CallMetric.call_id == result.call_id))
+                    await s.execute(select(CallMetric).where(CallMetric.call_id == result.call_id,
+                                                             CallMetric.turn_id == ""))  # call-level
                 ).scalars()
             }
 

@@ -56,9 +56,19 @@ def test_barge_in_stop_latency_is_from_the_onset_to_the_last_agent_audio() -> No
     assert in_gap.stop_latency_s == [pytest.approx(0.25)]
 
 
-def test_a_backchannel_that_cleared_playback_is_a_wrong_stop_even_if_resumed() -> None:
+def test_a_backchannel_stops_the_agent_when_its_audio_pauses_for_more_than_half_a_second() -> None:
     said = Said(Step("over", "c", "backchannel"), 5.0, 5.1, 5.5)
     kept = score(CallLog("x", said=[said], heard=[(2.0, 9.0)]))
-    assert kept.backchannels == 1 and kept.wrong_stops == 0
+    assert (kept.backchannels, kept.wrong_stops, kept.paused) == (1, 0, 0)
+    # Cut 0.2 s after onset, picked up 0.45 s later: a pause, not a stop.
+    paused = score(CallLog("x", said=[said], heard=[(2.0, 5.3), (5.75, 9.0)], clears=[5.3]))
+    assert (paused.wrong_stops, paused.paused) == (0, 1)
+    # Picked up 1.2 s later: stopped (and resumed).
     stopped = score(CallLog("x", said=[said], heard=[(2.0, 5.3), (6.5, 9.0)], clears=[5.3]))
-    assert stopped.wrong_stops == 1 and stopped.resumed == 1
+    assert (stopped.wrong_stops, stopped.resumed, stopped.paused) == (1, 1, 0)
+    # Never picked up before the caller's next step: stopped, not resumed.
+    gone = score(CallLog("x", said=[said], heard=[(2.0, 5.3)], clears=[5.3]))
+    assert (gone.wrong_stops, gone.resumed) == (1, 0)
+    # The agent was not audible at the onset: nothing to stop, not counted.
+    silent = score(CallLog("x", said=[said], heard=[(2.0, 4.0), (7.0, 9.0)]))
+    assert silent.backchannels == 0

@@ -119,8 +119,8 @@ def test_public_names_are_pinned() -> None:
         "event_hash", "verify_chain"])
     assert sorted(recorder.__all__) == ["Recorder", "RecorderClosed", "is_unavailable"]
     assert sorted(models.__all__) == sorted([
-        "NAMING_CONVENTION", "AuditCheckpoint", "AuditEvent", "Base", "Call", "CallMetric", "CallStatusEvent",
-        "ToolCall", "Turn", "UTCDateTime", "Campaign", "Contact", "CallAttempt", "DncNumber"])
+        "NAMING_CONVENTION", "AmdVerdict", "AuditCheckpoint", "AuditEvent", "Base", "Call",
+        "CallMetric", "CallStatusEvent", "ToolCall", "Turn", "UTCDateTime", "Campaign", "Contact", "CallAttempt", "DncNumber"])
     for module in (db, queries, audit, recorder, models):
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)

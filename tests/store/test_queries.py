@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from callagent.call.records import (
+    AmdVerdictRecord,
     AuditRecord,
     CallClosed,
     CallOpened,
@@ -22,7 +23,15 @@ from callagent.call.records import (
     TurnRecord,
 )
 from callagent.store import queries
-from callagent.store.models import AuditEvent, Call, CallMetric, CallStatusEvent, ToolCall, Turn
+from callagent.store.models import (
+    AmdVerdict,
+    AuditEvent,
+    Call,
+    CallMetric,
+    CallStatusEvent,
+    ToolCall,
+    Turn,
+)
 
 T0 = datetime(2026, 5, 4, 9, 0, 0, tzinfo=timezone.utc)
 SID = "CA" + "1" * 32
@@ -93,7 +102,7 @@ async def test_each_record_kind_is_written_and_read_back(db_sessions: Sessions) 
     assert (tool.tool_call_id, tool.name, tool.arguments, tool.result, tool.status, tool.duration_ms,
             tool.error) == ("tc-1", "lookup_order", '{"order":"A1"}', '{"status":"shipped"}', "ok", 85.5, "")
     assert tool.started_at == T0 + timedelta(seconds=4)
-    assert (metric.name, metric.value) == ("first_response_ms", 512.0)
+    assert (metric.name, metric.turn_id, metric.value) == ("first_response_ms", "", 512.0)
     assert (audit.seq, audit.action, audit.actor, audit.call_id, audit.details) == (
         1, "call.answered", "system", "call-1", '{"stream":"MZ"}')
 
@@ -106,6 +115,8 @@ async def test_replaying_a_written_batch_adds_nothing(db_sessions: Sessions) -> 
         TurnRecord("call-1", 0, "agent", "hi", 0, 10),
         ToolCallRecord("call-1", "tc-1", "f", "{}", "{}", "ok", T0, 1.0),
         MetricRecord("call-1", "m", 1.0),
+        MetricRecord("call-1", "m", 1.0, turn_id="t1"),
+        verdict(),
         AuditRecord("a", "system", T0, "call-1"),
         AuditRecord("b", "system", T0, "call-1"),
         CallClosed("call-1", T0 + timedelta(seconds=9), "done"),
@@ -114,8 +125,8 @@ async def test_replaying_a_written_batch_adds_nothing(db_sessions: Sessions) -> 
     await apply(db_sessions, records, keys)
     await apply(db_sessions, records, keys)  # the whole batch again
     await apply(db_sessions, records[3:], keys[3:])  # and a tail of it
-    for model, n in [(Call, 1), (Turn, 1), (ToolCall, 1), (CallMetric, 1), (CallStatusEvent, 1),
-                     (AuditEvent, 2)]:
+    for model, n in [(Call, 1), (Turn, 1), (ToolCall, 1), (CallMetric, 2), (CallStatusEvent, 1),
+                     (AmdVerdict, 1), (AuditEvent, 2)]:
         assert await count(db_sessions, model) == n, model
     async with db_sessions() as s:
         assert (await queries.verify_audit(s)).ok
@@ -185,6 +196,57 @@ async def test_metrics_are_upserted_and_the_last_value_wins(db_sessions: Session
     async with db_sessions() as s:
         rows = (await s.execute(select(CallMetric.name, CallMetric.value).order_by(CallMetric.name))).all()
     assert [tuple(r) for r in rows] == [("m", 3.0), ("n", 4.0)]
+
+
+async def test_a_turns_metric_is_its_own_row_beside_the_calls_latest(db_sessions: Sessions) -> None:
+    # the session writes each turn-tagged figure twice: call-level (latest) and the turn's
+    await apply(db_sessions, [opened(),
+                              MetricRecord("call-1", "eos_to_audio_ms", 610.0),
+                              MetricRecord("call-1", "eos_to_audio_ms", 610.0, turn_id="t1"),
+                              MetricRecord("call-1", "eos_to_audio_ms", 480.0),
+                              MetricRecord("call-1", "eos_to_audio_ms", 480.0, turn_id="t2")])
+    await apply(db_sessions, [MetricRecord("call-1", "eos_to_audio_ms", 470.0, turn_id="t2")])
+    async with db_sessions() as s:
+        rows = (await s.execute(select(CallMetric.turn_id, CallMetric.value)
+                                .where(CallMetric.name == "eos_to_audio_ms")
+                                .order_by(CallMetric.turn_id))).all()
+    assert [tuple(r) for r in rows] == [("", 480.0), ("t1", 610.0), ("t2", 470.0)]
+
+
+def verdict(answered_by: str = "machine_end_beep", at: datetime = T0 + timedelta(seconds=5),
+            sid: str = SID) -> AmdVerdictRecord:
+    return AmdVerdictRecord(sid, answered_by, at, detection_ms=2310)
+
+
+async def test_an_amd_verdict_is_stored_once_and_marks_the_call_answered(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [opened(), status(1, "ringing"), verdict()])
+    await apply(db_sessions, [verdict("human", T0 + timedelta(seconds=9))])  # a retried callback
+    async with db_sessions() as s:
+        [row] = (await s.scalars(select(AmdVerdict))).all()
+    assert (row.call_sid, row.answered_by, row.detection_ms, row.at) == (
+        SID, "machine_end_beep", 2310, T0 + timedelta(seconds=5))
+    call = await get_call(db_sessions)
+    assert (call.status, call.answered_by, call.answered_at) == (
+        "in-progress", "machine_end_beep", T0 + timedelta(seconds=5))
+    assert call.last_status_seq == 1          # a verdict is not a status callback
+    assert await count(db_sessions, CallStatusEvent) == 1
+
+
+async def test_an_amd_verdict_never_moves_a_call_back(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [opened(), status(2, "in-progress"), status(3, "completed", duration_s=9)])
+    await apply(db_sessions, [verdict(at=T0 + timedelta(seconds=8))])   # a late verdict
+    call = await get_call(db_sessions)
+    assert (call.status, call.answered_by, call.answered_at) == (
+        "completed", "machine_end_beep", T0 + timedelta(seconds=2))
+    await apply(db_sessions, [status(4, "completed", duration_s=9)])    # and after it
+    assert (await get_call(db_sessions)).answered_by == "machine_end_beep"
+
+
+async def test_an_amd_verdict_before_the_call_row_is_applied_when_it_opens(db_sessions: Sessions) -> None:
+    await apply(db_sessions, [status(1, "ringing"), verdict("human")])
+    await apply(db_sessions, [opened()])
+    call = await get_call(db_sessions)
+    assert (call.status, call.last_status_seq, call.answered_by) == ("in-progress", 1, "human")
 
 
 async def test_calls_without_a_twilio_sid_do_not_collide(db_sessions: Sessions) -> None:

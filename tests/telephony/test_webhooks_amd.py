@@ -21,7 +21,7 @@ from callagent.campaigns.settings import VoicemailPolicy
 from callagent.campaigns.voicemail import AmdAction, AmdQuery, amd_callback_query, decide
 from callagent.sim.twilio_rest import CreatedCall, FakeTwilioRest
 from callagent.store.db import create_engine_for
-from callagent.store.models import AuditEvent, Call, CallStatusEvent
+from callagent.store.models import AmdVerdict, AuditEvent, Call, CallStatusEvent
 from callagent.telephony.twilio.rest import TwilioRest
 from callagent.telephony.twilio.signature import SignatureChecker
 from tests.e2e.conftest import TOKEN, make_settings, start_service, stop_service
@@ -95,7 +95,14 @@ def verdict(sid: str, answered_by: str) -> dict[str, str]:
             "MachineDetectionDuration": "2310"}
 
 
-async def stored_verdicts(db: AsyncEngine, sid: str) -> list[tuple[str, int, str | None]]:
+async def stored_verdicts(db: AsyncEngine, sid: str) -> list[tuple[str, int | None]]:
+    async with db.connect() as conn:
+        rows = await conn.execute(select(AmdVerdict.answered_by, AmdVerdict.detection_ms)
+                                  .where(AmdVerdict.call_sid == sid))
+        return [(r[0], r[1]) for r in rows.all()]
+
+
+async def stored_statuses(db: AsyncEngine, sid: str) -> list[tuple[str, int, str | None]]:
     async with db.connect() as conn:
         rows = await conn.execute(select(CallStatusEvent.status, CallStatusEvent.sequence,
                                          CallStatusEvent.answered_by)
@@ -141,7 +148,7 @@ async def test_a_beep_under_leave_message_says_the_message_then_hangs_up(rig: Ri
     assert f"<Say>{MESSAGE}</Say><Hangup /></Response>" in twiml
     assert (call.status, call.ended_by) == ("completed", "update")
     await until_stored(rig, call.sid)
-    assert await stored_verdicts(rig.db, call.sid) == [("in-progress", -1, "machine_end_beep")]
+    assert await stored_verdicts(rig.db, call.sid) == [("machine_end_beep", 2310)]
     await until_async(lambda: audit_has(rig.db, "call.voicemail"))
     assert "call.amd" in await audit_actions(rig.db)
 
@@ -171,8 +178,19 @@ async def test_a_human_is_left_with_the_agent_and_the_verdict_is_stored(rig: Rig
                           verdict(call.sid, "human"))
     assert resp.status_code == 204
     await until_stored(rig, call.sid)
-    assert await stored_verdicts(rig.db, call.sid) == [("in-progress", -1, "human")]
+    assert await stored_verdicts(rig.db, call.sid) == [("human", 2310)]
+    assert await stored_statuses(rig.db, call.sid) == []  # a verdict is not a status callback
     assert call.updates == [] and call.ended_at is None
+
+
+async def test_a_retried_verdict_is_stored_once(rig: Rig) -> None:
+    sid = "CA" + "5" * 32
+    params = verdict(sid, "machine_end_beep") | {"MachineDetectionDuration": ""}
+    for _ in range(2):          # Twilio retries a callback it did not see answered
+        resp = await rig.post("/twilio/amd", params)
+        assert resp.status_code == 204
+    await until_async(lambda: audit_has(rig.db, "call.amd", 2))   # both were written
+    assert await stored_verdicts(rig.db, sid) == [("machine_end_beep", None)]
 
 
 async def test_a_verdict_for_a_call_not_from_a_campaign_is_only_stored(rig: Rig) -> None:
@@ -289,7 +307,8 @@ async def audit_has(db: AsyncEngine, action: str, count: int = 1) -> bool:
 
 
 async def until_stored(rig: Rig, sid: str) -> None:
+    """Until the call has a stored AMD verdict or status callback."""
     async def stored() -> bool:
-        return bool(await stored_verdicts(rig.db, sid))
+        return bool(await stored_verdicts(rig.db, sid) or await stored_statuses(rig.db, sid))
 
     await until_async(stored)

@@ -10,7 +10,7 @@ from tests.telephony.test_webhooks_amd import (  # noqa: F401  (fixtures)
     Rig,
     fake,
     rig,
-    stored_verdicts,
+    stored_statuses,
     until_stored,
 )
 
@@ -41,5 +41,5 @@ async def test_a_bad_status_callback_is_refused_precisely_and_records_nothing(
     good = await rig.post("/twilio/status", callback(CallSid="CA" + "6" * 32))
     assert good.status_code == 204
     await until_stored(rig, "CA" + "6" * 32)       # written after the bad one was refused
-    assert await stored_verdicts(rig.db, SID) == []
-    assert await stored_verdicts(rig.db, "CA" + "6" * 32) == [("completed", 3, None)]
+    assert await stored_statuses(rig.db, SID) == []
+    assert await stored_statuses(rig.db, "CA" + "6" * 32) == [("completed", 3, None)]

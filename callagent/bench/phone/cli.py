@@ -29,7 +29,7 @@ import numpy as np
 
 from callagent.audio.pcm import Pcm, Samples
 from callagent.audio.wavfile import write_wav
-from callagent.bench.media import proc_cpu_seconds
+from callagent.bench._server import settle
 from callagent.bench.phone import analyze
 from callagent.bench.phone.generate import Sample, load
 from callagent.bench.phone.measures import (
@@ -43,7 +43,7 @@ from callagent.bench.phone.report import SampleResult, markdown, plot, summarize
 from callagent.bench.phone.runner import Recording, run_call
 from callagent.bench.phone.scenarios import Anchor
 from callagent.bench.phone.script import CallerScript
-from callagent.bench.phone.server import TOKEN, Service, agent_turns, serve
+from callagent.bench.phone.server import TOKEN, Server, agent_turns, serve
 from callagent.bench.phone.timeline import AgentSpeech, AgentTurnText, Scenario
 from callagent.store.db import PROJECT_ROOT
 
@@ -78,7 +78,7 @@ def score(sample: Sample, rec: Recording, speech: Sequence[AgentSpeech],
     return res
 
 
-def _run_one(service: Service, sample: Sample, stt: analyze.Transcriber | None, out_dir: Path) -> SampleResult:
+def _run_one(service: Server, sample: Sample, stt: analyze.Transcriber | None, out_dir: Path) -> SampleResult:
     spec = sample.spec
     echo_gain = 10 ** (spec.echo.gain_db / 20) if spec.echo else 0.0
     script = CallerScript(sample.audio, spec.anchor, spec.at_s, echo_gain=echo_gain)
@@ -167,18 +167,6 @@ def _turn_starts(labels: Sequence[tuple[float, float, str]]) -> dict[str, float]
     return first
 
 
-def _settle(service: Service, timeout_s: float = 180.0) -> None:
-    """Wait until start-up work (models loading in the background) is over."""
-    started = time.monotonic()
-    before = sum(proc_cpu_seconds(service.process.pid))
-    while time.monotonic() - started < timeout_s:
-        time.sleep(1.0)
-        now = sum(proc_cpu_seconds(service.process.pid))
-        if now - before < 0.02:
-            return
-        before = now
-
-
 def agent_for(agent: str, engine: str) -> str:
     """The profile to run: ``<agent>_<engine>`` when the project has one (it carries
     that engine's settings, e.g. the duplex prompt and routing), else ``agent``."""
@@ -194,7 +182,7 @@ def run_engine(label: str, samples: Sequence[Sample], args: argparse.Namespace, 
     out_dir.mkdir(parents=True, exist_ok=True)
     stt = None if args.no_stt else analyze.Transcriber()
     with tempfile.TemporaryDirectory(prefix="bench-phone-") as tmp, serve(Path(tmp), agent, engine, backend) as service:
-        _settle(service)
+        settle(service)
         warm = next((s for s in samples if s.spec.anchor == Anchor.AFTER_GREETING), samples[0])
         _run_one(service, warm, None, Path(tmp))  # loads and warms the models; not counted
         if "is not available" in service.log.read_text(errors="replace"):

@@ -1,33 +1,32 @@
 """Play one sample against a running service over Twilio's protocol, live.
 
 Like ``callagent.sim.caller.run_simulated_call`` (signed webhook, signed
-WebSocket upgrade, real-time 20 ms mu-law frames, marks echoed when played,
-``clear`` dropping unplayed audio), but the caller's audio comes from a
-``CallerScript`` frame by frame, so it can be timed against what the caller
-hears, and speakerphone echo can be mixed back in. Returns what the caller
+WebSocket upgrade, then the simulator's ``CallerStream``: real-time 20 ms
+mu-law frames, marks echoed when played, ``clear`` dropping unplayed audio),
+but the caller's audio comes from a ``CallerScript`` frame by frame, so it can
+be timed against what the caller hears, and speakerphone echo can be mixed
+back in. Returns what the caller
 said and heard on the playout clock, the ``clear`` times, and which agent
 turn (from the session's mark names) each heard stretch belonged to.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import websockets
 
-from callagent.audio.codec import pcm_to_ulaw, ulaw_to_pcm
+from callagent.audio.codec import pcm_to_ulaw
 from callagent.audio.pcm import Samples
 from callagent.bench.phone.script import FRAME, RATE, CallerScript
-from callagent.sim.caller import parse_stream_twiml
+from callagent.sim.caller import parse_stream_twiml, post_signed, stream_socket
 from callagent.sim.playout import CallerPlayout
-from callagent.telephony.twilio.peer import OutboundClear, OutboundMark, OutboundMedia, TwilioPeer
-from callagent.telephony.twilio.signature import SignatureChecker
+from callagent.sim.stream import CallerStream, Frame
+from callagent.telephony.twilio.peer import TwilioPeer
 
 __all__ = ["Recording", "heard_between", "run_call"]
 
@@ -86,12 +85,6 @@ class _Labels:
         self._pending = []
 
 
-async def _post(http: httpx.AsyncClient, base_url: str, origin: str, token: str, path: str,
-                form: dict[str, str]) -> httpx.Response:  # fmt: skip
-    signature = SignatureChecker(token, True).sign(origin.rstrip("/") + path, form)
-    return await http.post(base_url.rstrip("/") + path, data=form, headers={"X-Twilio-Signature": signature})
-
-
 async def run_call(base_url: str, origin: str, token: str, script: CallerScript, *,
                    echo_delay_s: float = 0.0, agent: str = "") -> Recording:  # fmt: skip
     call_sid, stream_sid = "CA" + secrets.token_hex(16), "MZ" + secrets.token_hex(16)
@@ -100,102 +93,83 @@ async def run_call(base_url: str, origin: str, token: str, script: CallerScript,
             "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}  # fmt: skip
     path = "/twilio/voice" + (f"?agent={agent}" if agent else "")
     async with httpx.AsyncClient(timeout=10.0) as http:
-        resp = await _post(http, base_url, origin, token, path, form)
+        resp = await post_signed(http, base_url, origin, token, path, form)
         if resp.status_code != 200:
             rec.error = f"voice webhook answered {resp.status_code}: {resp.text[:200]}"
             return rec
         stream_url, params = parse_stream_twiml(resp.text)
         rec.call_id = params.get("call_id", "")
-        signature = SignatureChecker(token, True).sign(stream_url)
-        base = urlsplit(base_url)
-        ws_url = f"ws://{base.netloc}{urlsplit(stream_url).path}"
+        ws_url, headers = stream_socket(base_url, stream_url, token)
         started = time.monotonic()
         try:
-            async with websockets.connect(ws_url, additional_headers={"X-Twilio-Signature": signature},
+            async with websockets.connect(ws_url, additional_headers=headers,
                                           open_timeout=10.0, max_size=2**20) as ws:  # fmt: skip
                 await _stream(ws, script, rec, stream_sid, call_sid, params, echo_delay_s)
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             rec.error = f"media stream failed: {exc}"
             return rec
-        await _post(http, base_url, origin, token, "/twilio/status",
+        await post_signed(http, base_url, origin, token, "/twilio/status",
                     {**form, "CallStatus": "completed", "CallDuration": str(int(time.monotonic() - started)),
                      "SequenceNumber": "3"})  # fmt: skip
     return rec
 
 
+@dataclass
+class _LabelledPlayout(CallerPlayout):
+    """The caller's playout, naming each stretch of audio after its turn (``_Labels``)."""
+
+    labels: _Labels = field(default_factory=_Labels)
+
+    def on_media(self, samples: Samples, now: float) -> float:
+        start = super().on_media(samples, now)
+        self.labels.media(start, start + len(samples) / RATE)
+        return start
+
+    def on_mark(self, name: str, now: float) -> None:
+        super().on_mark(name, now)
+        self.labels.mark(name)
+
+    def on_clear(self, now: float) -> list[str]:
+        self.labels.clear(now)
+        return super().on_clear(now)
+
+
+class _Voice:
+    """The script's frames, given what the caller heard in the last 20 ms (and the echo)."""
+
+    def __init__(self, script: CallerScript, playout: CallerPlayout, echo_delay_s: float) -> None:
+        self._script, self._playout, self._echo_delay_s = script, playout, echo_delay_s
+        self.said: list[Samples] = []
+
+    @property
+    def done(self) -> bool:
+        return self._script.done
+
+    def frame(self, at: float, now: float) -> Frame:
+        heard = heard_between(self._playout, at - FRAME / RATE, at)
+        echo = None
+        if self._echo_delay_s > 0:
+            echo = heard_between(self._playout, at - self._echo_delay_s, at - self._echo_delay_s + FRAME / RATE)
+        frame = self._script.frame(at, heard, echo)
+        self.said.append(frame)
+        return Frame(pcm_to_ulaw(frame))
+
+
 async def _stream(ws: websockets.ClientConnection, script: CallerScript, rec: Recording, stream_sid: str,
                   call_sid: str, params: dict[str, str], echo_delay_s: float) -> None:  # fmt: skip
     peer = TwilioPeer(stream_sid=stream_sid, call_sid=call_sid, account_sid=ACCOUNT)
-    playout = CallerPlayout()
-    labels = _Labels()
-    t0 = time.monotonic()
-
-    def now() -> float:
-        return time.monotonic() - t0
-
-    await ws.send(peer.connected())
-    await ws.send(peer.start(custom_parameters=params))
-    closed = asyncio.Event()
-
-    async def receive() -> None:
-        try:
-            async for message in ws:
-                t = now()
-                for event in peer.receive(message):
-                    if isinstance(event, OutboundMedia):
-                        pcm = ulaw_to_pcm(event.ulaw)
-                        start = playout.on_media(pcm, t)
-                        labels.media(start, start + len(pcm) / RATE)
-                    elif isinstance(event, OutboundMark):
-                        playout.on_mark(event.name, t)
-                        labels.mark(event.name)
-                    elif isinstance(event, OutboundClear):
-                        rec.clears.append(t)
-                        labels.clear(t)
-                        for name in playout.on_clear(t):
-                            await ws.send(peer.mark(name))
-        except websockets.exceptions.ConnectionClosed:
-            pass
-        finally:
-            closed.set()
-
-    receiver = asyncio.create_task(receive())
-    said: list[Samples] = []
-    try:
-        i = 0
-        while not script.done:
-            target = i * FRAME / RATE
-            delay = target - now()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(closed.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-            if closed.is_set():
-                rec.server_closed = True
-                break
-            t = now()
-            for name in playout.due_marks(t):
-                await ws.send(peer.mark(name))
-            heard = heard_between(playout, target - FRAME / RATE, target)
-            echo = None
-            if echo_delay_s > 0:
-                echo = heard_between(playout, target - echo_delay_s, target - echo_delay_s + FRAME / RATE)
-            frame = script.frame(target, heard, echo)
-            said.append(frame)
-            await ws.send(peer.media(pcm_to_ulaw(frame), timestamp_ms=int(1000 * target)))
-            i += 1
-        else:
-            await ws.send(peer.stop())
-    finally:
-        if not closed.is_set():
-            await ws.close()
-        await receiver
-    end = len(said) * FRAME / RATE
+    playout = _LabelledPlayout()
+    voice = _Voice(script, playout, echo_delay_s)
+    stream = CallerStream(ws, peer, playout, params)
+    rec.clears = stream.clears
+    async with stream:
+        await stream.speak(voice)
+    rec.server_closed = stream.server_closed
+    end = len(voice.said) * FRAME / RATE
     if playout.segments:
         end = max(end, playout.segments[-1].end)
     rec.heard = playout.heard(end)
-    sent = np.concatenate(said) if said else np.zeros(0, np.int16)
+    sent = np.concatenate(voice.said) if voice.said else np.zeros(0, np.int16)
     rec.said = np.concatenate([sent, np.zeros(max(0, len(rec.heard) - len(sent)), np.int16)])
-    rec.labels = labels.done
+    rec.labels = playout.labels.done
     rec.cue_at, rec.anchor_missed = script.cue_at, script.anchor_missed

@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -28,7 +29,7 @@ from callagent.tools.builtins import builtin_handlers
 from callagent.tools.outcome import ToolState
 from callagent.tools.runtime import ToolRuntime
 
-__all__ = ["ToolOutcome", "ToolRunner", "call_order_tool"]
+__all__ = ["RemoteTools", "ToolOutcome", "ToolRunner", "call_order_tool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,14 @@ def call_order_tool(store: OrderStore, name: str, args: Mapping[str, object]) ->
     return ToolOutcome(ToolStatus.ERROR, {}, f"unknown tool {name!r}")
 
 
+class RemoteTools(Protocol):
+    """Tools that run somewhere else (the realtime endpoint's client); ``handles`` picks them."""
+
+    def handles(self, name: str) -> bool: ...
+
+    async def call(self, request: ToolRequest) -> ToolOutcome: ...
+
+
 _STATUS = {ToolState.OK: ToolStatus.OK, ToolState.NOT_FOUND: ToolStatus.NOT_FOUND,
            ToolState.ERROR: ToolStatus.ERROR}  # fmt: skip
 
@@ -89,6 +98,11 @@ class ToolRunner:
         self._emit = emit
         self._done = done
         self._tasks: set[asyncio.Task[None]] = set()
+        self._remote: RemoteTools | None = None
+
+    def run_remotely(self, remote: RemoteTools) -> None:
+        """From now on the tools ``remote`` handles run there, reported like local ones."""
+        self._remote = remote
 
     def run(self, request: ToolRequest) -> None:
         task = asyncio.get_running_loop().create_task(self._run(request))
@@ -108,7 +122,9 @@ class ToolRunner:
         self._emit(ToolCallStarted(request.id, request.name, json.dumps(args)))
         t0 = time.perf_counter()
         await asyncio.sleep(0)  # let the caller's turn bookkeeping finish first
-        if self._runtime is not None:
+        if self._remote is not None and self._remote.handles(request.name):
+            outcome = await self._remote.call(request)
+        elif self._runtime is not None:
             result = await self._runtime.invoke(request.name, args)
             outcome = ToolOutcome(_STATUS[result.state], result.data, result.error)
         else:

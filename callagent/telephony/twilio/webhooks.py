@@ -8,10 +8,9 @@ Nothing here awaits the database: records go to the recorder's queue.
 
 ``/twilio/amd`` (the ``AsyncAmdStatusCallback``): the post has ``CallSid``,
 ``AccountSid``, ``AnsweredBy`` and ``MachineDetectionDuration`` but no
-``CallStatus``. The verdict is stored as a status event of the call with
-``sequence = AMD_SEQUENCE`` (-1: below every Twilio ``SequenceNumber``, so it never
-overrides a real status) and status ``in-progress`` (a verdict means the call was
-answered); the dialer reads ``AnsweredBy`` from it when the call ends
+``CallStatus``. The verdict is an ``AmdVerdictRecord`` (table ``amd_verdicts``, one
+per call sid: a retried callback changes nothing), not a status event, since it has
+no ``SequenceNumber``; the dialer reads it when the call ends
 (``campaigns.store.apply_status_events``). For a campaign call (the dialer's URL
 carries ``campaign``, ``attempt``, ``voicemail`` and ``message``) the voicemail
 policy (``campaigns.voicemail.decide``) then runs after the response is sent: hang
@@ -32,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from callagent.call.records import AuditRecord, CallOpened, CallStatusChanged
+from callagent.call.records import AmdVerdictRecord, AuditRecord, CallOpened, CallStatusChanged
 from callagent.campaigns.voicemail import (
     ANSWERED_BY,
     AmdAction,
@@ -48,7 +47,6 @@ from callagent.telephony.twilio.twiml import StreamTarget, connect_stream_twiml
 log = logging.getLogger(__name__)
 
 TWIML = "application/xml"
-AMD_SEQUENCE: Final = -1
 CALL_STATUSES: Final = frozenset({"queued", "initiated", "ringing", "in-progress", "completed",
                                   "busy", "failed", "no-answer", "canceled"})
 _CALL_SID: Final = re.compile(r"CA[0-9a-fA-F]{32}")
@@ -204,8 +202,8 @@ async def amd(request: Request, services: Services, form: FormData) -> Response:
         return _bad(f"AMD callback URL: {exc}")
     now = services.now()
     services.recorder.submit(
-        CallStatusChanged(twilio_call_sid=call_sid, status="in-progress", sequence=AMD_SEQUENCE,
-                          at=now, answered_by=answered_by)
+        AmdVerdictRecord(twilio_call_sid=call_sid, answered_by=answered_by, at=now,
+                         detection_ms=int(detection_ms) if detection_ms else None)
     )
     action = decide(answered_by, query.policy) if query is not None else None
     details: dict[str, object] = {
