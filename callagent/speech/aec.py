@@ -63,8 +63,9 @@ class ReferenceTimeline:
     """The agent's audio at 8 kHz, placed on the call's audio clock (ms).
 
     `add(start_ms, samples)` places a segment; a later segment overlapping an
-    earlier one replaces it from its start. `cut(at_ms)` drops everything from
-    `at_ms` on (playback was cleared). `frame(start_ms)` is the 20 ms of
+    earlier one replaces it from its start; `holds_floor=False` marks an aside
+    (an agent backchannel) that `end_ms()` does not count as the agent
+    speaking. `cut(at_ms)` drops everything from `at_ms` on (playback was cleared). `frame(start_ms)` is the 20 ms of
     reference beginning at `start_ms` (zeros where nothing played). History
     older than `keep_ms` before the newest frame read is forgotten.
     """
@@ -74,9 +75,10 @@ class ReferenceTimeline:
             raise ValueError(f"keep_ms must be > 0, got {keep_ms}")
         self._keep_ms = keep_ms
         self._lock = threading.Lock()
-        self._segments: list[tuple[float, Samples]] = []  # (start ms, samples), by start
+        # (start ms, samples, holds the floor), by start
+        self._segments: list[tuple[float, Samples, bool]] = []
 
-    def add(self, start_ms: float, samples: Samples) -> None:
+    def add(self, start_ms: float, samples: Samples, *, holds_floor: bool = True) -> None:
         if not math.isfinite(start_ms) or start_ms < 0:
             raise ValueError(f"start_ms must be a finite number >= 0, got {start_ms!r}")
         if samples.dtype != np.int16 or samples.ndim != 1:
@@ -85,36 +87,37 @@ class ReferenceTimeline:
             return
         self.cut(start_ms)
         with self._lock:
-            self._segments.append((float(start_ms), samples))
+            self._segments.append((float(start_ms), samples, holds_floor))
 
     def cut(self, at_ms: float) -> None:
         with self._lock:
-            kept: list[tuple[float, Samples]] = []
-            for start, samples in self._segments:
+            kept: list[tuple[float, Samples, bool]] = []
+            for start, samples, floor in self._segments:
                 if start >= at_ms:
                     continue
                 end = start + 1000.0 * len(samples) / PHONE_RATE
                 if end > at_ms:
                     samples = samples[: int(round((at_ms - start) * PHONE_RATE / 1000.0))]
-                kept.append((start, samples))
+                kept.append((start, samples, floor))
             self._segments = kept
 
     def end_ms(self) -> float:
-        """When the last reference audio ends (0 with none)."""
+        """When the agent's last audio that holds the floor ends (0 with none)."""
         with self._lock:
             return max(
-                (s + 1000.0 * len(a) / PHONE_RATE for s, a in self._segments), default=0.0
+                (s + 1000.0 * len(a) / PHONE_RATE for s, a, floor in self._segments if floor),
+                default=0.0,
             )
 
     def frame(self, start_ms: float) -> Samples:
         out = np.zeros(FRAME_8K, dtype=np.int16)
         with self._lock:
             self._segments = [
-                (s, a) for s, a in self._segments
-                if s + 1000.0 * len(a) / PHONE_RATE > start_ms - self._keep_ms
+                seg for seg in self._segments
+                if seg[0] + 1000.0 * len(seg[1]) / PHONE_RATE > start_ms - self._keep_ms
             ]  # fmt: skip
             segments = list(self._segments)
-        for seg_start, samples in segments:
+        for seg_start, samples, _ in segments:
             offset = int(round((seg_start - start_ms) * PHONE_RATE / 1000.0))
             a, b = max(0, offset), min(FRAME_8K, offset + len(samples))
             if a < b:

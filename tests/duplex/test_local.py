@@ -32,7 +32,8 @@ from callagent.engines.base import (
     ToolCallFinished,
     UserTranscript,
 )
-from callagent.engines.duplex.local import LocalDuplexEngine
+from callagent.engines.duplex.local import LocalDuplexEngine, _Decided
+from callagent.engines.duplex.policy import Backchannel
 from callagent.engines.pipeline.models import PipelineModels, shared_models
 from tests.realtime.conftest import clip, silence
 
@@ -265,3 +266,37 @@ async def test_words_the_flow_cannot_use_wait_for_the_rest_of_the_sentence(
                      lambda e: isinstance(e, AgentTurnDone) and "press pound" in e.text)  # fmt: skip
     replies = d2_texts(line)
     assert replies and not [t for t in line.of(AgentTurnDone) if "didn't catch" in t.text]
+
+
+async def test_a_backchannel_decision_plays_a_short_quiet_aside(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # The controller's Backchannel decision (its rule: tests/duplex/test_policy.py):
+    # the engine plays a short "mhm", 6 dB down, as an aside that does not make
+    # the controller think we hold the floor; never over our own speech.
+    engine = LocalDuplexEngine(profile, models)
+    await engine.start(CallContext("d1", "inbound", profile.name))
+    events: list[EngineEvent] = []
+
+    async def collect() -> None:
+        async for ev in engine.events():
+            events.append(ev)
+
+    collector = asyncio.create_task(collect())
+    engine._on_worker(_Decided(Backchannel(0.0), ""))  # the greeting is queued: no aside
+    while not any(isinstance(e, AgentTurnDone) for e in events):
+        await asyncio.sleep(0.05)
+    greeting_end = engine._reference.end_ms()
+    while engine._fed_ms < greeting_end + 200:  # the greeting plays out (before any idle prompt)
+        engine.feed(Pcm(np.zeros(160, dtype=np.int16), 8000))
+    engine._on_worker(_Decided(Backchannel(engine._fed_ms), ""))
+    await asyncio.sleep(0.1)
+    await engine.close()
+    await collector
+    asides = [e for e in events if isinstance(e, AgentAudio) and e.turn_id.startswith("b")]
+    assert len(asides) == 1 and asides[0].audio.duration_ms < 600
+    loudest_turn = max(int(np.abs(e.audio.samples).max()) for e in events
+                       if isinstance(e, AgentAudio) and e.turn_id.startswith("d"))  # fmt: skip
+    assert int(np.abs(asides[0].audio.samples).max()) <= loudest_turn // 2 + 1
+    assert engine._reference.end_ms() == greeting_end  # the aside does not hold the floor
+    assert [e.value for e in events if isinstance(e, Metric) and e.name == "duplex_backchannels"] == [1.0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from callagent.engines.duplex.policy import (
     Answer,
+    Backchannel,
     Decision,
     FrameIn,
     Overlap,
@@ -164,3 +165,31 @@ def test_a_silent_caller_is_answered_at_the_cap() -> None:
     s.run(3000, False)
     [answer] = s.of(Answer)
     assert answer.rule == "incomplete"
+
+
+def test_a_caller_talking_at_length_gets_a_backchannel_in_a_mid_thought_pause() -> None:
+    s = Script()
+    s.run(1600, True, text="so i ordered a lamp last week and")
+    s.run(400, False)  # before 2.5 s of speech: too early
+    assert not s.of(Backchannel)
+    s.run(1200, True, text="so i ordered a lamp last week and the box came but")
+    s.run(400, False)  # mid-thought (ends on "but"), 300 ms into the pause
+    [bc] = s.of(Backchannel)
+    assert not s.of(Answer) and s.policy.state is State.USER_PAUSE
+    s.run(600, True, text="so i ordered a lamp last week and the box came but the lamp was broken and")
+    s.run(400, False)  # within 4 s of the last one: none
+    assert len(s.of(Backchannel)) == 1
+    s.run(3000, True, text="so i ordered a lamp and the box came but it was broken and i want a refund")
+    s.run(700, False)  # a complete-looking end: answered, no backchannel
+    assert len(s.of(Backchannel)) == 1 and s.of(Answer)
+    assert bc.at_ms > 2000
+
+
+def test_no_backchannel_for_a_short_turn_or_while_we_speak() -> None:
+    s = Script()
+    s.run(1200, True, text="my order number is")
+    s.run(1500, False)
+    assert not s.of(Backchannel)
+    t = speaking()  # after a long first turn, we answer and speak: nothing to backchannel
+    t.run(1000, False)
+    assert not t.of(Backchannel)

@@ -62,6 +62,7 @@ from callagent.engines.base import (
 )
 from callagent.engines.duplex.policy import (
     Answer,
+    Backchannel,
     Decision,
     FrameIn,
     Pause,
@@ -86,6 +87,8 @@ FRAME = 160  # 20 ms at 8 kHz
 CHUNK_FRAMES = 10  # the 200 ms chunk: partials reach the controller this often
 PREROLL_FRAMES = 10
 _IDLE_CHECK_MS = 200.0
+# What we say as a backchannel while the caller talks at length (in turn).
+BACKCHANNEL_WORDS = ("Mhm.", "Okay.", "I see.", "Right.")  # each under 0.6 s in piper's voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,13 @@ class _Decided:
 
 
 _Post = Callable[[_Partial | _Decided], None]
+
+
+def _aside(pcm: Pcm) -> Pcm:
+    """`pcm` without its silent edges and 6 dB down: a backchannel is short and quiet."""
+    loud = np.flatnonzero(np.abs(pcm.samples.astype(np.int32)) > 300)
+    samples = pcm.samples[loud[0] : loud[-1] + 1] if len(loud) else pcm.samples
+    return Pcm((samples // 2).astype(np.int16), pcm.rate)
 
 
 def _dbfs(frame: npt.NDArray[np.int16]) -> float:
@@ -130,6 +140,11 @@ class _Worker(threading.Thread):
 
     def feed(self, frame: npt.NDArray[np.int16]) -> None:
         self._q.put(frame)
+
+    @property
+    def now_ms(self) -> float:
+        """How far the thread has got on the audio clock (it may lag the feed)."""
+        return self._t
 
     def use_search(self, search: Search, min_digits: int = 0) -> None:
         self._q.put((search, min_digits))
@@ -246,6 +261,8 @@ class LocalDuplexEngine:
         self._cut: CutSpeech | None = None  # speech a soft pause cut, to resume
         self._held: tuple[str, float] | None = None  # (words, release at ms): see _answer
         self._seq = 0
+        self._backchannels: list[tuple[str, Pcm]] = []  # synthesized at start, -6 dB
+        self._backchannel_count = 0
         self._fed_ms = 0.0
         self._speech_end_ms = 0.0  # when the speech sent so far ends (idle baseline)
         self._last_input_ms = 0.0
@@ -266,6 +283,9 @@ class LocalDuplexEngine:
             raise ValueError(f"no STT resources loaded for profile {self._profile.name!r}")
         stt = await loop.run_in_executor(models.executor, PocketsphinxStt, resources)
         aec = await loop.run_in_executor(models.executor, EchoCanceller)
+        for text in BACKCHANNEL_WORDS:
+            pcm = await loop.run_in_executor(models.executor, models.tts.prompt_8k, text)
+            self._backchannels.append((text, _aside(pcm)))
         vad = TwoStageVad(models.silero)
 
         def post(item: _Partial | _Decided) -> None:
@@ -357,12 +377,30 @@ class LocalDuplexEngine:
                 resumed = resumption(cut, self._fed_ms)
                 if resumed.sentences:
                     self._queue(resumed.sentences, resumed.ready)
+        elif isinstance(d, Backchannel):
+            self._backchannel()
         elif isinstance(d, Yield):
             self._stop_speech(drop=True)
             self._cut = None
             self._emit(Metric("duplex_yield_after_onset_ms", d.at_ms + 20.0 - d.onset_ms))
         else:
             self._answer(d, item.text.strip())
+
+    def _backchannel(self) -> None:
+        """A short, quiet "mm-hm" while the caller pauses mid-thought: it goes
+        into the echo reference as an aside, so it neither counts as our
+        speech for the controller nor comes back as the caller's."""
+        busy = not self._out.empty() or any(s.end_ms > self._fed_ms for s in self._segments)
+        if self._ended or busy or not self._backchannels:
+            return
+        text, pcm = self._backchannels[self._backchannel_count % len(self._backchannels)]
+        self._backchannel_count += 1
+        turn_id = f"b{self._backchannel_count}"
+        self._reference.add(self._fed_ms, pcm.samples, holds_floor=False)
+        self._emit(AgentTextDelta(turn_id, text))
+        self._emit(AgentAudio(turn_id, pcm, segment_end=True, interruptible=True))
+        self._emit(AgentTurnDone(turn_id, text))
+        self._emit(Metric("duplex_backchannels", float(self._backchannel_count)))
 
     def _answer(self, d: Answer, text: str) -> None:
         self._emit(Metric(f"duplex_endpoint_{d.rule}_ms", d.silence_ms))
@@ -374,16 +412,18 @@ class LocalDuplexEngine:
             text, self._held = f"{self._held[0]} {text}", None
         elif self._flow.would_only_reprompt(text):
             # Likely the start of a sentence ("hi, ..."): wait before re-prompting.
-            self._held = (text, self._fed_ms + REPROMPT_HOLD_MS)
+            self._held = (text, d.at_ms + REPROMPT_HOLD_MS)  # on the worker's clock
             return
         self._reply(text)
 
     def _release_held(self) -> None:
         held, worker = self._held, self._worker
-        if held is None or self._fed_ms < held[1] or self._ended:
+        if held is None or worker is None or self._ended:
             return
-        if worker is not None and worker.policy.state is not State.LISTEN:
-            return  # the caller is talking again: their next words join these
+        # Decided on the speech thread's clock: under load it lags the feed,
+        # and words it has not heard yet must still join these.
+        if worker.now_ms < held[1] or worker.policy.state is not State.LISTEN:
+            return  # not yet, or the caller is talking again
         self._held = None
         self._reply(held[0])
 

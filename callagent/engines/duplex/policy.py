@@ -10,6 +10,7 @@ States (`State`) and the moves between them (`_MOVES` is the whole table):
 
     LISTEN --speech start--> USER_TALKING --200 ms quiet--> USER_PAUSE
     USER_PAUSE --endpoint delay--> RESPONDING (Answer)      --speech--> USER_TALKING
+    USER_PAUSE after a long stretch of the caller's speech, mid-thought: Backchannel
     SPEAKING --speech start over us--> OVERLAP --soft_pause_ms--> PAUSED (Pause)
     OVERLAP/PAUSED --interruption--> USER_TALKING (Yield)
     OVERLAP/PAUSED --backchannel, side talk, short noise, then quiet--> SPEAKING (Resume)
@@ -33,6 +34,7 @@ __all__ = [
     "BACKCHANNELS",
     "STOP_WORDS",
     "Answer",
+    "Backchannel",
     "Decision",
     "FrameIn",
     "Overlap",
@@ -147,7 +149,15 @@ class Yield:
     reason: str
 
 
-Decision = Answer | Pause | Resume | Yield
+@dataclass(frozen=True, slots=True)
+class Backchannel:
+    """The caller is talking at length and pauses mid-thought: a short, quiet
+    "mm-hm" from us (it does not take the floor)."""
+
+    at_ms: float
+
+
+Decision = Answer | Backchannel | Pause | Resume | Yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,12 @@ class PolicyConfig:
     # half a second, which Full-Duplex-Bench v1.5 does not count as a stop.
     quick_resume_speech_ms: float = 600.0
     quick_resume_quiet_ms: float = 100.0
+    # Our backchannels: after backchannel_after_speech_ms of the caller's speech
+    # in this turn, in a pause of backchannel_quiet_ms that does not look like
+    # the end of the turn; at most one per backchannel_every_ms.
+    backchannel_after_speech_ms: float = 2500.0
+    backchannel_quiet_ms: float = 300.0
+    backchannel_every_ms: float = 4000.0
     background_margin_db: float = 10.0
 
 
@@ -204,6 +220,8 @@ class TurnPolicy:
     _run: _Run | None = None
     _quiet_ms: float = 0.0
     _paused_at: float = 0.0
+    _last_backchannel_ms: float = -1e9
+    _backchannelled: bool = False  # in this pause already
     min_digits: int = 0  # the agent asked for a number this long (0: not a number)
 
     # ---- inputs --------------------------------------------------------------------
@@ -233,6 +251,7 @@ class TurnPolicy:
             if started:
                 if self.state is State.USER_PAUSE and self._run is not None:
                     self._move(State.USER_TALKING)  # the caller went on after a pause
+                    self._backchannelled = False
                 else:
                     self._begin(f, State.USER_TALKING)
             elif self.state is State.USER_PAUSE:
@@ -330,6 +349,12 @@ class TurnPolicy:
         assert run is not None
         silence = self._quiet_ms  # 0 when the caller is (maybe) speaking again
         score = completeness(run.text, self.min_digits)
+        if (not self._backchannelled and score <= 0 and silence >= c.backchannel_quiet_ms
+                and run.speech_ms >= c.backchannel_after_speech_ms
+                and f.t_ms - self._last_backchannel_ms >= c.backchannel_every_ms):  # fmt: skip
+            self._backchannelled = True
+            self._last_backchannel_ms = f.t_ms
+            return [Backchannel(f.t_ms)]
         wait, rule = {1: (c.endpoint_complete_ms, "complete"), 0: (c.endpoint_neutral_ms, "neutral"),
                       -1: (c.endpoint_incomplete_ms, "incomplete")}[score]  # fmt: skip
         if silence >= c.endpoint_cap_ms:
