@@ -9,8 +9,10 @@ Media Streams protocol (signed webhook and WebSocket upgrade, real-time
 `CallerStream`). The callers react to what they hear, on
 the playout clock: they answer once the agent has been quiet for a moment,
 or talk over it while it speaks. Scoring uses only what the caller said and
-heard, so any engine is measured the same way (``--engine duplex`` runs the
-scenarios against a profile of the duplex engine).
+heard, so any engine is measured the same way: by default the scenarios run
+against the modular pipeline, then against the duplex engine (local backend),
+each on a server of its own, and the output ends with the two side by side
+(``--engine pipeline`` or ``--engine duplex`` runs one).
 
 Per scenario and overall:
 
@@ -393,45 +395,37 @@ def _profile_for(engine: str, profile: str | None) -> str:
     raise SystemExit(f"scripts/bench turns: no inbound profile uses engine {engine!r}; pass --profile")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench turns", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--engine", default="pipeline", help="pipeline (default) or duplex")
-    p.add_argument("--profile", help="agent profile (default: customer_service for the pipeline, "
-                                     "else the first inbound profile of --engine)")  # fmt: skip
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated; default all")
-    p.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
-    p.add_argument("--echo-db", type=float, help="echo the agent's audio into the caller's channel")
-    p.add_argument("--json", help="also write the raw logs and scores here")
-    args = p.parse_args(argv)
-    names = [n for n in args.scenarios.split(",") if n]
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown or args.repeat < 1:
-        p.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}" if unknown
-                else "--repeat must be >= 1")  # fmt: skip
-    profile = _profile_for(args.engine, args.profile)
+def run_engine(engine: str, profile: str, names: Sequence[str], repeat: int,
+               echo_db: float | None) -> tuple[list[CallLog], float]:  # fmt: skip
+    """The scenarios against a fresh server of one engine: the call logs and its CPU seconds."""
     logs: list[CallLog] = []
-    env = {"CALLAGENT_AGENT_DEFAULT_PROFILE": profile, "CALLAGENT_AGENT_ENGINE": args.engine}
+    env = {"CALLAGENT_AGENT_DEFAULT_PROFILE": profile, "CALLAGENT_AGENT_ENGINE": engine}
     with tempfile.TemporaryDirectory(prefix="callagent-turns-") as tmp, serve(Path(tmp), env) as server:
         base = server.base_url
-        print(f"bench turns: server pid {server.pid}, profile {profile}; waiting for its models",
+        print(f"bench turns: {engine}: server pid {server.pid}, profile {profile}; waiting for its models",
               file=sys.stderr, flush=True)  # fmt: skip
         # A first call makes a lazily loading engine load; then wait for quiet.
         asyncio.run(run_scenario(base, "warm-up", [], None, limit_s=3.0))
 
         settle(server, 240.0)
         cpu0 = server.cpu_seconds()
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             for name in names:
-                log = asyncio.run(run_scenario(base, name, SCENARIOS[name], args.echo_db))
-                print(f"bench turns: {name}: {log.seconds:.0f} s"
+                log = asyncio.run(run_scenario(base, name, SCENARIOS[name], echo_db))
+                print(f"bench turns: {engine}: {name}: {log.seconds:.0f} s"
                       + (f", ERROR {log.error}" if log.error else ""), file=sys.stderr, flush=True)
                 logs.append(log)
         cpu = server.cpu_seconds() - cpu0
+    return logs, cpu
+
+
+def report(engine: str, profile: str, names: Sequence[str], logs: Sequence[CallLog], cpu: float,
+           echo_db: float | None) -> tuple[Scores, list[tuple[str, bool]]]:  # fmt: skip
+    """Print one engine's figures and target checks; return its totals and checks."""
     call_s = sum(log.seconds for log in logs)
     total = Scores()
-    print(f"turns benchmark: engine {args.engine}, profile {profile}, {len(logs)} calls, "
-          f"{call_s:.0f} call-seconds; echo {args.echo_db if args.echo_db is not None else 'none'} dB; "
+    print(f"turns benchmark: engine {engine}, profile {profile}, {len(logs)} calls, "
+          f"{call_s:.0f} call-seconds; echo {echo_db if echo_db is not None else 'none'} dB; "
           f"machine: {os.cpu_count()} cores, {machine()}")
     for name in names:
         mine = Scores()
@@ -454,10 +448,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]  # fmt: skip
     for label, ok in checks:
         print(f"target {label}: {'met' if ok else 'MISSED'}")
-    errors = [f"{log.scenario}: {log.error}" for log in logs if log.error]
+    return total, checks
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/bench turns", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--engine", "--engines", dest="engines", default="pipeline,duplex",
+                   help="comma-separated engines, each on its own server, one after the other "
+                        "(default: pipeline,duplex)")  # fmt: skip
+    p.add_argument("--profile", help="agent profile (default: customer_service for the pipeline, "
+                                     "else the first inbound profile of the engine)")  # fmt: skip
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated; default all")
+    p.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
+    p.add_argument("--echo-db", type=float, help="echo the agent's audio into the caller's channel")
+    p.add_argument("--json", help="also write the raw logs and scores here")
+    args = p.parse_args(argv)
+    names = [n for n in args.scenarios.split(",") if n]
+    unknown = [n for n in names if n not in SCENARIOS]
+    engines = [e for e in args.engines.split(",") if e]
+    if unknown or args.repeat < 1 or not engines:
+        p.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}" if unknown
+                else "--repeat must be >= 1" if args.repeat < 1 else "no engine")  # fmt: skip
+    results: dict[str, tuple[str, list[CallLog], float]] = {}
+    for engine in engines:
+        profile = _profile_for(engine, args.profile if len(engines) == 1 else None)
+        logs, cpu = run_engine(engine, profile, names, args.repeat, args.echo_db)
+        results[engine] = (profile, logs, cpu)
+    summary: list[tuple[str, Scores, list[tuple[str, bool]]]] = []
+    for engine, (profile, logs, cpu) in results.items():
+        total, checks = report(engine, profile, names, logs, cpu, args.echo_db)
+        summary.append((engine, total, checks))
+        print()
+    if len(summary) > 1:
+        print("side by side:")
+        for engine, total, checks in summary:
+            print(render(engine, total) + " | targets met " + f"{sum(ok for _, ok in checks)}/{len(checks)}")
+    errors = [f"{engine}: {log.scenario}: {log.error}"
+              for engine, (_, logs, _) in results.items() for log in logs if log.error]  # fmt: skip
     for e in errors:
         print(f"error: {e}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"logs": [asdict(log) for log in logs],
-                                               "total": asdict(total)}, indent=1))  # fmt: skip
+        Path(args.json).write_text(json.dumps({
+            engine: {"profile": profile, "cpu_s": cpu, "logs": [asdict(log) for log in logs],
+                     "total": asdict(next(t for e, t, _ in summary if e == engine))}
+            for engine, (profile, logs, cpu) in results.items()}, indent=1))  # fmt: skip
     return 1 if errors else 0

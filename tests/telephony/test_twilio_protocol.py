@@ -575,3 +575,136 @@ def test_sending_empty_media_or_unnamed_mark_is_our_error() -> None:
         p.media(b"")
     with pytest.raises(LocalProtocolError):
         p.mark("")
+
+
+# ---- the fast paths say exactly what the general ones do ------------------------------
+
+
+def _general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TwilioStreamProtocol, "_media_fast", lambda self, text: None)
+
+
+def _run(texts: list[str]) -> tuple[list[Event], Any, StreamState]:
+    p = TwilioStreamProtocol(max_message_bytes=1500)
+    feed(p, CONNECTED)
+    feed(p, start_msg())
+    events = [event for text in texts for event in p.receive(text)]
+    return events, p.counters, p.state
+
+
+def _compact(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _twilio_order(message: dict[str, Any]) -> dict[str, Any]:
+    """Twilio's own key order: streamSid last (our peer writes it before the body)."""
+    return {k: v for k, v in message.items() if k != "streamSid"} | (
+        {"streamSid": message["streamSid"]} if "streamSid" in message else {}
+    )
+
+
+def _media_variants() -> list[str]:
+    """Media messages good and bad in every field the fast path reads, then fuzzed."""
+    good = media_msg(2)
+    body = good["media"]
+    variants: list[dict[str, Any]] = [good, media_msg(7, bytes(8)), media_msg(3, bytes(400)), media_msg(4, bytes(1200))]
+    fields: dict[str, list[Any]] = {
+        "streamSid": [None, 5, "", "MZ" + "9" * 32, ["x"]],
+        "sequenceNumber": [None, 2, "", "x", "-1", "\uff11", "2.0", "9" * 19, "9" * 18, "0", "007"],
+        "media": [None, [], "x", {}],
+    }
+    for key, values in fields.items():
+        variants += [{**good, key: v} for v in values] + [{k: v for k, v in good.items() if k != key}]
+    body_fields: dict[str, list[Any]] = {
+        "payload": [None, 5, "", "AAH", "AAH/=", "A===", "////", "@@@@", "AAECAwQFBgc=\n", "\u00e9", "AAECAwQFBgc="],
+        "chunk": [None, 1, "", "x", "1e3", "9" * 19, "\u0663"],
+        "timestamp": [None, 20, "-5", "\u0663"],
+        "track": [None, 1, "", "in\"bound", "in\\bound", "in\x01bound", "\u00e9\ud800", "\u2028"],
+    }
+    for key, values in body_fields.items():
+        variants += [{**good, "media": {**body, key: v}} for v in values]
+        variants.append({**good, "media": {k: v for k, v in body.items() if k != key}})
+    variants.append({**good, "media": {**body, "extra": 1}})
+    texts: list[str] = []
+    for v in variants:
+        texts += [json.dumps(v), _compact(v), _compact(_twilio_order(v))]
+    seed = _compact(_twilio_order(good))
+    texts += [
+        '{"event":"media"}',
+        "\ufeff" + seed,
+        seed[:-1] + ',"streamSid":"%s"}' % SID,  # streamSid twice: JSON keeps the last
+        seed[:-1] + ',"streamSid":"MZx"}',
+        seed.replace('"%s"' % SID, '"MZ\\u0031%s"' % ("1" * 31)),  # an escape: the same SID to JSON
+        seed.replace('"inbound"', '"inb\\u006fund"'),
+        seed.replace('"inbound"', '"in\x1fbound"'),  # a raw control character: not JSON
+        seed + " ",
+        " " + seed,
+    ]
+    rng = random.Random(99)
+    junk = ['"', "{", "}", ",", ":", "0", "9", "null", "\\", "\u00e9", "\ud800", "=", "A", "/", " "]
+    for _ in range(3000):
+        text = seed
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(text) + 1)
+            text = text[:i] + text[i + rng.randint(1, 4):] if rng.random() < 0.5 else text[:i] + rng.choice(junk) + text[i:]
+        texts.append(text)
+    return texts
+
+
+def test_media_fast_path_reads_twilios_own_text() -> None:
+    p = streaming()
+    for message in (media_msg(2), _twilio_order(media_msg(3))):
+        audio = p._media_fast(_compact(message))
+        assert audio == Audio(FRAME, 1, 0, "inbound")
+    assert p._media_fast(json.dumps(media_msg(4))) is None  # not compact: the general path reads it
+
+
+def test_media_fast_path_gives_the_general_paths_events_and_counters(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = _media_variants()
+    read_fast: list[Audio] = []
+    original = TwilioStreamProtocol._media_fast
+
+    def counted(self: TwilioStreamProtocol, text: str) -> Audio | None:
+        audio = original(self, text)
+        if audio is not None:
+            read_fast.append(audio)
+        return audio
+
+    monkeypatch.setattr(TwilioStreamProtocol, "_media_fast", counted)
+    fast = _run(texts)
+    _general_path(monkeypatch)
+    general = _run(texts)
+    assert fast == general
+    assert len(read_fast) > 20
+    assert sum(isinstance(e, Audio) for e in general[0]) > len(read_fast)
+    assert sum(isinstance(e, Rejected) for e in general[0]) > 100
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\ufeff{}", "", " ", "{", '{"a":NaN}', '{"a":-Infinity}', '{"a":1}x', '{"a":"\\ud800"}', "[" * 100000, "1" * 5000],
+)
+def test_json_decoding_matches_json_loads(text: str) -> None:
+    def outcome(parse: Any) -> tuple[str, str]:
+        try:
+            return "ok", repr(parse(text))
+        except (ValueError, RecursionError) as exc:
+            return type(exc).__name__, str(exc)
+
+    assert outcome(protocol_module._decode_json) == outcome(
+        lambda t: json.loads(t, parse_constant=protocol_module._no_constant)
+    )
+
+
+@pytest.mark.parametrize("sid", [SID, 'MZ"quoted"\\', "MZé\u2028\x00", "MZ\ud800"])
+def test_outbound_frames_are_the_json_of_the_whole_message(sid: str) -> None:
+    p = TwilioStreamProtocol()
+    feed(p, {**start_msg(), "streamSid": sid, "start": {**start_msg()["start"], "streamSid": sid}})
+    dump = protocol_module._dump
+    for size in (1, 2, 3, 159, 160, 161, 800):
+        ulaw = bytes(random.Random(size).randrange(256) for _ in range(size))
+        expected = dump({"event": "media", "streamSid": sid, "media": {"payload": base64.b64encode(ulaw).decode()}})
+        assert p.media(ulaw) == expected
+    for name in ("m", "resp_1:item_2:seq_7", 'a"b\\c', "é\n\ud800"):
+        assert p.mark(name) == dump({"event": "mark", "streamSid": sid, "mark": {"name": name}})
+    assert p.clear() == dump({"event": "clear", "streamSid": sid})
