@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from sqlalchemy import select
 
 from callagent.audio.pcm import Pcm
-from callagent.config import Settings
 from callagent.engines.base import (
     AgentAudio,
     AgentTurnDone,
-    CallContext,
-    Engine,
     EngineEvent,
-    PlaybackProgress,
     ToolCallFinished,
     ToolCallStarted,
     UserTranscript,
@@ -26,52 +20,24 @@ from callagent.sim.caller import SimulatedCall, run_simulated_call
 from callagent.store.db import make_sessionmaker
 from callagent.store.models import AuditEvent, ToolCall, Turn
 from tests.e2e.conftest import TOKEN, running_service
+from tests.e2e.scripted_engine import scripted_engines
 from tests.e2e.test_call_end_to_end import wait_closed
 
 CARD_DIGITS = "4532015112830366"
 
 
-class CardReadingEngine:
-    """A scripted conversation in which the caller reads a card number over two turns."""
-
-    name = "scripted-card"
-    input_rate = 8000
-
-    def __init__(self) -> None:
-        self._events: asyncio.Queue[EngineEvent | None] = asyncio.Queue()
-
-    async def start(self, call: CallContext) -> None:
-        for event in (
-            AgentAudio("a1", Pcm.silence(200, 8000), segment_end=True),
-            AgentTurnDone("a1", "What is your card number?"),
-            UserTranscript("my card number is four five three two zero one five one", True, 300, 2000),
-            UserTranscript("one two eight three zero three six six", True, 2500, 4000),
-            ToolCallStarted("t1", "take_payment", json.dumps({"card": CARD_DIGITS, "cvv": "123"})),
-            ToolCallFinished("t1", "take_payment", "ok", json.dumps({"charged": "12.50"}), 42.0),
-            AgentAudio("a2", Pcm.silence(200, 8000), segment_end=True),
-            AgentTurnDone("a2", "Thanks, I have 4532 0151 1283 0366 on file."),
-        ):
-            self._events.put_nowait(event)
-
-    def feed(self, chunk: Pcm) -> None:
-        pass
-
-    def dtmf(self, digit: str) -> None:
-        pass
-
-    def played(self, progress: PlaybackProgress) -> None:
-        pass
-
-    async def events(self) -> AsyncIterator[EngineEvent]:
-        while (event := await self._events.get()) is not None:
-            yield event
-
-    async def close(self) -> None:
-        self._events.put_nowait(None)
-
-
-def card_engines(settings: Settings) -> Callable[[CallContext], Engine]:
-    return lambda call: CardReadingEngine()
+# A scripted conversation in which the caller reads a card number over two turns.
+SCRIPT: list[EngineEvent] = [
+    AgentAudio("a1", Pcm.silence(200, 8000), segment_end=True),
+    AgentTurnDone("a1", "What is your card number?"),
+    UserTranscript("my card number is four five three two zero one five one", True, 300, 2000),
+    UserTranscript("one two eight three zero three six six", True, 2500, 4000),
+    ToolCallStarted("t1", "take_payment", json.dumps({"card": CARD_DIGITS, "cvv": "123"})),
+    ToolCallFinished("t1", "take_payment", "ok", json.dumps({"charged": "12.50"}), 42.0),
+    AgentAudio("a2", Pcm.silence(200, 8000), segment_end=True),
+    AgentTurnDone("a2", "Thanks, I have 4532 0151 1283 0366 on file."),
+]
+card_engines = scripted_engines("scripted-card", SCRIPT)
 
 
 async def test_a_card_number_said_over_two_turns_is_stored_masked(db_url: str, tmp_path: Path) -> None:

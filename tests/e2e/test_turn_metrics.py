@@ -4,70 +4,36 @@ loopback with a scripted engine, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from sqlalchemy import select
 
 from callagent.audio.pcm import Pcm
-from callagent.config import Settings
 from callagent.engines.base import (
     AgentAudio,
     AgentTurnDone,
-    CallContext,
-    Engine,
     EngineEvent,
     Metric,
-    PlaybackProgress,
 )
 from callagent.sim.caller import SimulatedCall, run_simulated_call
 from callagent.store.db import make_sessionmaker
 from callagent.store.models import CallMetric
 from tests.e2e.conftest import TOKEN, running_service
+from tests.e2e.scripted_engine import scripted_engines
 from tests.e2e.test_call_end_to_end import wait_closed
 
 
-class MeasuringEngine:
-    """Two agent turns, each with its own eos_to_audio_ms, and one call-wide figure."""
-
-    name = "scripted-metrics"
-    input_rate = 8000
-
-    def __init__(self) -> None:
-        self._events: asyncio.Queue[EngineEvent | None] = asyncio.Queue()
-
-    async def start(self, call: CallContext) -> None:
-        for event in (
-            AgentAudio("a1", Pcm.silence(200, 8000), segment_end=True),
-            Metric("eos_to_audio_ms", 610.0, "a1"),
-            AgentTurnDone("a1", "Hello."),
-            AgentAudio("a2", Pcm.silence(200, 8000), segment_end=True),
-            Metric("eos_to_audio_ms", 480.0, "a2"),
-            Metric("provider_session_updated", 1.0),
-            AgentTurnDone("a2", "Goodbye."),
-        ):
-            self._events.put_nowait(event)
-
-    def feed(self, chunk: Pcm) -> None:
-        pass
-
-    def dtmf(self, digit: str) -> None:
-        pass
-
-    def played(self, progress: PlaybackProgress) -> None:
-        pass
-
-    async def events(self) -> AsyncIterator[EngineEvent]:
-        while (event := await self._events.get()) is not None:
-            yield event
-
-    async def close(self) -> None:
-        self._events.put_nowait(None)
-
-
-def measuring_engines(settings: Settings) -> Callable[[CallContext], Engine]:
-    return lambda call: MeasuringEngine()
+# Two agent turns, each with its own eos_to_audio_ms, and one call-wide figure.
+SCRIPT: list[EngineEvent] = [
+    AgentAudio("a1", Pcm.silence(200, 8000), segment_end=True),
+    Metric("eos_to_audio_ms", 610.0, "a1"),
+    AgentTurnDone("a1", "Hello."),
+    AgentAudio("a2", Pcm.silence(200, 8000), segment_end=True),
+    Metric("eos_to_audio_ms", 480.0, "a2"),
+    Metric("provider_session_updated", 1.0),
+    AgentTurnDone("a2", "Goodbye."),
+]
+measuring_engines = scripted_engines("scripted-metrics", SCRIPT)
 
 
 async def test_turn_metrics_are_rows_of_their_turn_beside_the_calls_latest(
