@@ -367,3 +367,26 @@ async def test_a_pause_mid_sentence_draws_no_reply_until_the_sentence_is_done(
     replies = [d.text for d in run.of(AgentTurnDone)][1:]
     assert not any("didn't catch" in r for r in replies), replies
     assert len(replies) == 1 and "order number" in replies[0], replies
+
+
+async def test_words_over_the_agent_not_meant_for_it_resume_its_speech(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # Someone in the room over the menu: it cuts the agent (140 ms onset rule), but
+    # nothing in it is for the flow, so after the hold the agent picks up its menu
+    # again instead of "Sorry, I didn't catch that".
+    engine = PipelineEngine(profile, models)
+    aside = models.tts.prompt_8k("Honey, the dog wants to go outside.").samples
+
+    def menu_playing(events: list[EngineEvent], fed_ms: float) -> bool:
+        return all(engine.agent_state(fed_ms + dt) == (True, True) for dt in (300, 1000, 1500))
+
+    run = await run_call(engine, silence(30.0), when=menu_playing,
+                         then=np.concatenate([aside, silence(6.0)]))  # fmt: skip
+    done = [d.text for d in run.of(AgentTurnDone)]
+    finals = [e.text for e in run.of(UserTranscript) if e.final]
+    assert finals, "the aside was heard"
+    assert not any("didn't catch" in d for d in done), (finals, done)
+    if run.of(Interrupt):
+        assert run.metric("overlap_not_for_agent") or run.metric("barge_in_resumed_after_ms"), finals
+        assert done[-1].endswith("How can I help?")

@@ -132,6 +132,16 @@ class _Segment:
     pcm: Pcm  # kept so that a resumed turn replays it without synthesis
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A caller's words the flow could only re-prompt on, waiting for more."""
+
+    final: Final
+    text: str
+    release_ms: float  # on the engine's audio clock
+    overlapped: bool  # they began over the agent's speech (and may have cut it)
+
+
 @dataclass
 class _TurnState:
     sentences: list[tuple[str, bool]]
@@ -198,7 +208,8 @@ class PipelineEngine:
         self._llm_tools: dict[str, asyncio.Future[ToolOutcome]] = {}
         self._idle_prompted = False  # the llm brain's idle prompt (the flow keeps its own)
         self._net_tasks: set[asyncio.Task[None]] = set()
-        self._held: tuple[Final, str, float] | None = None  # (final, text, release at ms)
+        self._held: _Held | None = None  # words waiting for more (see _on_text)
+        self._worker_offset_ms = 0.0  # the worker's clock + this = the engine's audio clock
 
     # ---- Engine interface ----------------------------------------------------
 
@@ -222,7 +233,7 @@ class PipelineEngine:
 
         # The worker counts its frames from 0; audio fed before it existed
         # (while models loaded) still counts on the call's audio clock.
-        offset = self._fed_ms
+        offset = self._worker_offset_ms = self._fed_ms
 
         def post(event: WorkerEvent) -> None:
             loop.call_soon_threadsafe(self._on_worker, _shifted(event, offset))
@@ -424,17 +435,19 @@ class PipelineEngine:
             return
         if self._flow is None or self._ended:
             return
-        self._cut = None
         if self._held is not None:  # the caller went on after a pause: one answer
-            held, said, _ = self._held
-            self._held = None
-            final = dataclasses.replace(final, start_ms=held.start_ms)
-            text = f"{said} {text}"
+            held, self._held = self._held, None
+            final = dataclasses.replace(final, start_ms=held.final.start_ms)
+            text = f"{held.text} {text}"
         elif self._flow.would_only_reprompt(text):
-            # Likely the start of a sentence: wait before re-prompting; if the
-            # caller goes on, answer the whole.
-            self._held = (final, text, self._fed_ms + REPROMPT_HOLD_MS)
+            # Words the flow cannot use: likely the start of a sentence, or,
+            # when they cut the agent off, words not meant for it (side talk,
+            # someone in the room). Wait; if the caller goes on, answer the
+            # whole; if not, re-prompt, or pick up the cut speech.
+            decided_ms = final.end_ms + final.hangover_ms  # the engine's audio clock
+            self._held = _Held(final, text, decided_ms + REPROMPT_HOLD_MS, overlapped)
             return
+        self._cut = None
         self._flow_reply(final, text, turn_id)
 
     def _flow_reply(self, final: Final, text: str, turn_id: str) -> None:
@@ -448,12 +461,22 @@ class PipelineEngine:
         self._act(actions)
 
     def _release_held(self) -> None:
-        if self._held is None or self._caller_talking or self._fed_ms < self._held[2]:
+        held, worker = self._held, self._worker
+        if held is None or worker is None or self._caller_talking:
             return
-        final, text, _ = self._held
+        # On the speech thread's clock: under load it lags the feed, and words
+        # it has not heard yet must still join these.
+        if worker.now_ms + self._worker_offset_ms < held.release_ms:
+            return
         self._held = None
-        if self._flow is not None and not self._ended:
-            self._flow_reply(final, text, f"a{self._turn_seq + 1}")
+        if self._flow is None or self._ended:
+            return
+        if held.overlapped and self._cut is not None:
+            self._emit(Metric("overlap_not_for_agent", 1.0))
+            self._resume_speech()
+            return
+        self._cut = None
+        self._flow_reply(held.final, held.text, f"a{self._turn_seq + 1}")
 
     # ---- flow actions --------------------------------------------------------
 

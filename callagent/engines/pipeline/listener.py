@@ -134,6 +134,11 @@ class SpeechWorker:
         """Never blocks: the frame is queued for the thread."""
         self._queue.put(samples)
 
+    @property
+    def now_ms(self) -> float:
+        """How far the thread has got on its audio clock (it may lag the feed)."""
+        return self._turns.now_ms
+
     def use_search(self, search: Search) -> None:
         self._queue.put(lambda: self._stt.use_search(search))
 
