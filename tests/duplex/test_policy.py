@@ -193,3 +193,13 @@ def test_no_backchannel_for_a_short_turn_or_while_we_speak() -> None:
     t = speaking()  # after a long first turn, we answer and speak: nothing to backchannel
     t.run(1000, False)
     assert not t.of(Backchannel)
+
+
+def test_the_first_words_of_a_question_are_no_quick_resume() -> None:
+    # "Can I ... speak to a human please?": a short first burst, a breath, more.
+    s = speaking()
+    s.run(300, True, text="can i")
+    s.run(160, False)
+    assert s.of(Pause) and not s.of(Resume)
+    s.run(900, True, text="can i speak to a human please")
+    assert s.of(Yield) and not s.of(Resume)

@@ -71,6 +71,13 @@ DIGIT_WORDS: Final = frozenset({"zero", "oh", "one", "two", "three", "four", "fi
                                 "seven", "eight", "nine"})  # fmt: skip
 
 
+def _says_nothing(text: str) -> bool:
+    """No words but backchannels (or a lone "stop": pocketsphinx's "uh-huh"). "Can I
+    ..." in a short first burst is the start of a question: no quick resume."""
+    words = _words(text)
+    return words == ["stop"] or all(w in BACKCHANNELS for w in words)
+
+
 def completeness(text: str, min_digits: int = 0) -> int:
     """-1: the partial ends mid-phrase (conjunction, article, filler) or a number
     shorter than the `min_digits` the agent asked for; +1: a question, a
@@ -285,7 +292,7 @@ class TurnPolicy:
             return [self._yield(f, run, paused=True)]
         quick = (run.speech_ms <= c.quick_resume_speech_ms
                  and self._quiet_ms >= c.quick_resume_quiet_ms
-                 and self._classify(run) in (Overlap.BACKCHANNEL, Overlap.NOISE))  # fmt: skip
+                 and _says_nothing(run.text))  # fmt: skip
         if quick or self._quiet_ms >= c.resume_quiet_ms:
             kind = self._classify(run)
             self._run = None
