@@ -166,6 +166,16 @@ class ProvidersSettings:
     fallback_to_pipeline: bool = True
     fallback_apology: str = "Sorry, I had a problem on my side. Let's carry on."
     connect_timeout_s: float = 10.0
+    # OpenAI Realtime sessions end at the vendor's cap (60 min, closed with 1001) and cannot
+    # be renewed: the backend opens a new session and re-seeds the transcript. It renews at
+    # a quiet moment from cap - renew_margin, and at cap - renew_force whatever is going on.
+    openai_session_cap_s: float = 3600.0
+    openai_renew_margin_s: float = 120.0
+    openai_renew_force_s: float = 30.0
+    # Unplanned reconnects (the connection lost mid-call) before the call falls back.
+    openai_max_reconnects: int = 3
+    # The last user/assistant turns re-sent to a new session.
+    openai_reseed_turns: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,3 +469,14 @@ def _validate_providers(p: ProvidersSettings) -> None:
         raise ConfigError(f"providers.holding_after_ms: expected 0-10000, got {p.holding_after_ms}")
     if not 0 < p.connect_timeout_s <= 120:
         raise ConfigError(f"providers.connect_timeout_s: expected 0-120 s, got {p.connect_timeout_s}")
+    if not 0 <= p.openai_renew_force_s < p.openai_renew_margin_s < p.openai_session_cap_s:
+        raise ConfigError("providers.openai_renew_force_s < openai_renew_margin_s < "
+                          "openai_session_cap_s: expected 0 <= force < margin < cap, got "
+                          f"{p.openai_renew_force_s}, {p.openai_renew_margin_s}, "
+                          f"{p.openai_session_cap_s}")
+    if not 0 <= p.openai_max_reconnects <= 20:
+        raise ConfigError("providers.openai_max_reconnects: expected 0-20, got "
+                          f"{p.openai_max_reconnects}")
+    if not 0 <= p.openai_reseed_turns <= 200:
+        raise ConfigError("providers.openai_reseed_turns: expected 0-200, got "
+                          f"{p.openai_reseed_turns}")

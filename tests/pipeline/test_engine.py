@@ -279,11 +279,13 @@ async def test_a_short_yes_over_the_menu_is_a_backchannel_and_the_agent_resumes(
                          then=np.concatenate([words, silence(5.0)]))  # fmt: skip
     done = run.of(AgentTurnDone)
     # Either it never interrupted, or it picked up again where it was cut, and
-    # soon: decided on the audio clock within 450 ms of the cut.
+    # soon: decided on the audio clock within 700 ms of the cut (the quick rule
+    # takes ~300 ms; when the recogniser's last guess was not a backchannel, the
+    # utterance's end decides, ~500 ms; scripts/bench turns measures what is heard).
     if run.of(Interrupt):
         assert len(done) == 2 and done[1].text.endswith("How can I help?")
         [resumed_after] = run.metric("barge_in_resumed_after_ms")
-        assert 0 < resumed_after <= 450
+        assert 0 < resumed_after <= 700
     assert not any("didn't catch" in d.text for d in done)  # "yes" was not taken as an answer
 
 

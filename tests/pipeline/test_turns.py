@@ -56,7 +56,7 @@ def test_complete_phrase_ends_after_the_short_hangover() -> None:
     (i0, start), (i1, end) = events
     assert isinstance(start, TurnStarted) and start.start_ms == 100
     assert isinstance(end, TurnEnded) and end.end_ms == 700 and not end.noise
-    assert (i1 + 1) * 20 - end.end_ms == 240  # default hangover <= 250 ms
+    assert (i1 + 1) * 20 - end.end_ms == 200  # default hangover <= 250 ms
     assert end.rule is Completeness.COMPLETE
 
 
@@ -132,7 +132,7 @@ def test_the_longer_silence_after_a_barge_in_lasts_one_turn() -> None:
     for s, p in speech(200, "check my order"):
         det.frame(s, p)
     ends = [det.frame(s, p) for s, p in silence(400, "check my order")]
-    assert [i for i, e in enumerate(ends) if e is not None] == [11]  # back to 240 ms
+    assert [i for i, e in enumerate(ends) if e is not None] == [9]  # back to 200 ms
 
 
 def test_after_barge_in_silence_is_at_least_the_hangover() -> None:

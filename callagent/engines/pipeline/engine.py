@@ -84,7 +84,7 @@ from callagent.engines.pipeline.sentences import split_first_clause, split_sente
 from callagent.engines.pipeline.stages import NetworkStages, uses_llm
 from callagent.engines.providers.errors import ProviderError
 from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
-from callagent.engines.pipeline.turns import TurnConfig, TurnDetector
+from callagent.engines.pipeline.turns import HANGOVER_MS, TurnConfig, TurnDetector
 from callagent.speech.aec import EchoCanceller, ReferenceTimeline
 from callagent.speech.stt_pocketsphinx import PocketsphinxStt, Search
 from callagent.speech.tts_piper import to_8k
@@ -175,7 +175,7 @@ class PipelineEngine:
         self._models_ready = models if isinstance(models, PipelineModels) else None
         vad = profile.stages.vad.settings if profile.stages else {}
         self._turn_config = turns or TurnConfig(
-            hangover_ms=min(int(vad.get("end_silence_ms", 240)), 240)
+            hangover_ms=min(int(vad.get("end_silence_ms", HANGOVER_MS)), HANGOVER_MS)
         )
         self._bargein_config = bargein or BargeInConfig()
         self._events: asyncio.Queue[EngineEvent | None] = asyncio.Queue()
@@ -372,10 +372,7 @@ class PipelineEngine:
                 self._emit(Metric("barge_in_at_ms", event.at_ms, cut))
                 self._barge_in_at_ms = event.at_ms
             elif event.decision is Decision.RESUME:
-                if self._cut is not None:  # how long the agent was cut, on the audio clock
-                    after_ms = event.at_ms - self._barge_in_at_ms
-                    self._emit(Metric("barge_in_resumed_after_ms", after_ms))
-                self._resume_speech()
+                self._resume_speech(event.at_ms)
         else:
             self._on_final(event)
 
@@ -413,9 +410,10 @@ class PipelineEngine:
         text = text.strip()
         if text:
             self._idle_prompted = False
+        decided_ms = final.end_ms + final.hangover_ms  # on the engine's audio clock
         if not text:
             if final.resume:
-                self._resume_speech()
+                self._resume_speech(decided_ms)
             return
         self._emit(UserTranscript(text, final=True, start_ms=final.start_ms, end_ms=final.end_ms))
         turn_id = f"a{self._turn_seq + 1}"  # the reply turn these figures lead to
@@ -423,7 +421,7 @@ class PipelineEngine:
         self._emit(Metric("endpoint_ms", final.hangover_ms, turn_id))
         overlapped, self._overlapped = self._overlapped, False
         if final.resume or (overlapped and says_nothing_yet(text)):
-            self._resume_speech()
+            self._resume_speech(decided_ms)
             return  # a backchannel over the agent: not an answer
         if self._brain is not None and not self._ended:
             self._cut = None
@@ -444,7 +442,6 @@ class PipelineEngine:
             # when they cut the agent off, words not meant for it (side talk,
             # someone in the room). Wait; if the caller goes on, answer the
             # whole; if not, re-prompt, or pick up the cut speech.
-            decided_ms = final.end_ms + final.hangover_ms  # the engine's audio clock
             self._held = _Held(final, text, decided_ms + REPROMPT_HOLD_MS, overlapped)
             return
         self._cut = None
@@ -473,7 +470,7 @@ class PipelineEngine:
             return
         if held.overlapped and self._cut is not None:
             self._emit(Metric("overlap_not_for_agent", 1.0))
-            self._resume_speech()
+            self._resume_speech(held.release_ms)
             return
         self._cut = None
         self._flow_reply(held.final, held.text, f"a{self._turn_seq + 1}")
@@ -605,9 +602,12 @@ class PipelineEngine:
         self._reference.cut(now)  # the clear stops playback here
         self._emit(Interrupt(turn_id))
 
-    def _resume_speech(self) -> None:
+    def _resume_speech(self, decided_ms: float) -> None:
+        """Pick up the cut speech; `decided_ms` (the audio clock of the speech
+        thread's decision) measures how long the agent was cut."""
         cut, self._cut = self._cut, None
         if cut is not None and not self._ended:
+            self._emit(Metric("barge_in_resumed_after_ms", decided_ms - self._barge_in_at_ms))
             resumed = resumption(cut, self._fed_ms)
             if resumed.sentences:
                 self._queue_speech(resumed.sentences, resumed.ready)

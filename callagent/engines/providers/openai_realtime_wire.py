@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -32,6 +32,7 @@ __all__ = [
     "FunctionCallDone",
     "FunctionCallOutputItem",
     "FunctionTool",
+    "HistoryTurn",
     "InputAudioAppend",
     "InputAudioClear",
     "InputAudioCommit",
@@ -62,12 +63,15 @@ __all__ = [
     "encode_append",
     "encode_cancel",
     "encode_function_output",
+    "encode_message",
     "encode_response_create",
     "encode_session_update",
     "encode_truncate",
     "parse_client_event",
     "parse_server_event",
+    "reseed_events",
     "session_json",
+    "tool_result_text",
 ]
 
 AUDIO_FORMATS: Final = ("audio/pcmu", "audio/pcma", "audio/pcm")
@@ -604,6 +608,46 @@ def encode_truncate(item_id: str, audio_end_ms: int, event_id: str = "") -> str:
 def encode_function_output(call_id: str, output: str) -> str:
     return json.dumps({"type": "conversation.item.create", "item": {
         "type": "function_call_output", "call_id": call_id, "output": output}})  # fmt: skip
+
+
+def encode_message(role: str, text: str) -> str:
+    """A `conversation.item.create` message: user/system `input_text`, assistant `output_text`."""
+    if role not in ("user", "system", "assistant"):
+        raise ValueError(f"message role must be user, system or assistant, not {role!r}")
+    part = "output_text" if role == "assistant" else "input_text"
+    return json.dumps({"type": "conversation.item.create", "item": {
+        "type": "message", "role": role, "content": [{"type": part, "text": text}]}})  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTurn:
+    """One line of a call's transcript, kept by the backend to re-seed a new session."""
+
+    role: str  # "user" | "assistant" | "system" (a tool result, or a note)
+    text: str
+
+
+RESEED_NOTE: Final = (
+    "The connection to this conversation was renewed mid-call. The messages that follow are "
+    "the most recent part of the call so far. Continue the call from where it stands: do not "
+    "greet the caller again and do not repeat what you already said."
+)
+
+
+def tool_result_text(name: str, arguments: str, output: str) -> str:
+    """A tool result as a system message, for a session that never saw the function call."""
+    return f"Result of the function call {name}({arguments}): {output}"
+
+
+def reseed_events(
+    history: Sequence[HistoryTurn], *, last: int, note: str = RESEED_NOTE
+) -> list[str]:
+    """`conversation.item.create` events rebuilding a call on a new session (no session cap
+    renewal exists): a system note, then the last `last` turns, oldest first. Empty turns are
+    skipped; `last` counts the turns kept, not the events."""
+    turns = [t for t in history if t.text.strip()]
+    kept = turns[-last:] if last > 0 else []
+    return [encode_message("system", note)] + [encode_message(t.role, t.text) for t in kept]
 
 
 def encode_response_create(instructions: str = "") -> str:
