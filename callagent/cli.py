@@ -24,6 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from callagent.app import create_app
+    from callagent.serving import uvicorn_options
 
     settings = _settings()
     uvicorn.run(
@@ -31,12 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host or settings.server.host,
         port=args.port or settings.server.port,
         log_level=args.log_level,
-        # Twilio sends small JSON frames; anything much larger is refused by
-        # the protocol layer with a precise error, this is the hard ceiling.
-        ws_max_size=4 * settings.media.max_message_bytes,
-        # mu-law audio does not compress; deflate costs ~10% of the media path's CPU.
-        ws_per_message_deflate=False,
-        proxy_headers=False,
+        **uvicorn_options(settings),
     )
     return 0
 

@@ -54,6 +54,10 @@ class DatabaseSettings:
 class MediaSettings:
     # Audio queued at Twilio ahead of playback; deeper delays barge-in.
     playout_lead_ms: int = 200
+    # Once the lead is full, wait for room for this much audio and send it in
+    # one go (one wake-up per batch, not per 20 ms frame). Capped at half the
+    # lead, so a short lead keeps working with the default.
+    send_batch_ms: int = 60
     frame_ms: int = 20
     max_message_bytes: int = 65536
     # Messages rejected before a call is ended as a protocol failure.
@@ -375,6 +379,8 @@ def validate(s: Settings, *, for_service: bool = True) -> None:
         raise ConfigError(
             f"media.playout_lead_ms: expected 20-1000 ms, got {s.media.playout_lead_ms}"
         )
+    if not 20 <= s.media.send_batch_ms <= 500:
+        raise ConfigError(f"media.send_batch_ms: expected 20-500 ms, got {s.media.send_batch_ms}")
     if s.media.frame_ms != 20:
         raise ConfigError(f"media.frame_ms: only 20 ms frames are supported, got {s.media.frame_ms}")
     if s.media.max_message_bytes < 1024:

@@ -36,6 +36,18 @@ def test_lead_above_one_second_refused(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "[media]\nplayout_lead_ms = 1500\n"), TOKEN)
 
 
+def test_send_batch_default_and_override(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), TOKEN).media.send_batch_ms == 60
+    env = {**TOKEN, "CALLAGENT_MEDIA_SEND_BATCH_MS": "40"}
+    assert load_settings(write(tmp_path, ""), env).media.send_batch_ms == 40
+
+
+@pytest.mark.parametrize("bad", [0, 19, 501])
+def test_send_batch_outside_20_to_500ms_refused(tmp_path: Path, bad: int) -> None:
+    with pytest.raises(ConfigError, match=rf"^media.send_batch_ms: expected 20-500 ms, got {bad}$"):
+        load_settings(write(tmp_path, f"[media]\nsend_batch_ms = {bad}\n"), TOKEN)
+
+
 def test_unknown_key_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="media.lead: unknown setting"):
         load_settings(write(tmp_path, "[media]\nlead = 1\n"), TOKEN)

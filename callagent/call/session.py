@@ -118,7 +118,8 @@ class CallSession:
         self._send = send
         self._clock = clock
         media = services.settings.media
-        self.pacer = OutboundPacer(lead_ms=media.playout_lead_ms)
+        batch_ms = min(media.send_batch_ms, max(20, media.playout_lead_ms / 2))
+        self.pacer = OutboundPacer(lead_ms=media.playout_lead_ms, batch_ms=batch_ms)
         self.playback = PlaybackTracker()
         self.call: CallContext | None = None
         self.engine: Engine | None = None

@@ -247,3 +247,92 @@ def test_time_must_not_go_backwards() -> None:
         p.next_due_at(4.0)
     with pytest.raises(ValueError, match=r"^now must not go backwards: got nan after 5.0$"):
         p.due(math.nan)
+
+
+# ---- batches -----------------------------------------------------------------
+
+
+def _punctual_run(p: OutboundPacer, frames: int, start: float = 10.0) -> list[tuple[float, int]]:
+    """Push ``frames`` at once and wake exactly when told: (wake time, frames sent)."""
+    for i in range(frames):
+        p.push_frame(_frame(i), start)
+    now, passes = start, []
+    while True:
+        sent = _frames_of(p.due(now))
+        if sent:
+            passes.append((now, len(sent)))
+        wake = p.next_due_at(now)
+        if wake is None:
+            return passes
+        now = wake
+
+
+def test_a_batch_of_60ms_wakes_once_per_three_frames() -> None:
+    p = OutboundPacer(200, batch_ms=60)
+    passes = _punctual_run(p, 100)
+    assert passes[0] == (10.0, 10)  # the first pass fills the lead
+    assert [n for _, n in passes[1:-1]] == [3] * (len(passes) - 2)
+    gaps = np.diff([t for t, _ in passes[1:]])
+    assert gaps == pytest.approx(np.full(len(gaps), 0.06))
+    assert p.late_frames == 0 and p.max_late_ms == 0
+
+
+def test_a_batch_of_one_frame_is_the_unbatched_pacer() -> None:
+    one, batched = OutboundPacer(200), OutboundPacer(200, batch_ms=20)
+    assert _punctual_run(one, 60) == _punctual_run(batched, 60)
+
+
+@pytest.mark.parametrize("batch_ms", [20, 40, 60, 100])
+@pytest.mark.parametrize("max_wake_delay_s", [0.0, 0.007, 0.05])
+def test_batched_lead_stays_between_lead_minus_batch_and_lead(batch_ms: float, max_wake_delay_s: float) -> None:
+    rng = np.random.default_rng(int(batch_ms * 7 + max_wake_delay_s * 1000))
+    p, now = OutboundPacer(200, batch_ms=batch_ms), 50.0
+    for i in range(400):
+        p.push_frame(_frame(i), now)
+    sent: list[bytes] = []
+    while len(sent) < 400:
+        for item in p.due(now):
+            assert isinstance(item, Frame)
+            sent.append(item.ulaw)
+        assert p.queued_ms(now) <= 200 + 1e-6
+        if max_wake_delay_s == 0 and len(sent) < 400:
+            # A punctual shell never lets the lead drop below lead - batch.
+            assert p.queued_ms(now) >= 200 - batch_ms - 1e-6
+        wake = p.next_due_at(now)
+        assert wake is not None or len(sent) == 400
+        now = (wake if wake is not None else now) + rng.random() * max_wake_delay_s
+    assert sent == [_frame(i) for i in range(400)]
+
+
+def test_batched_lateness_is_measured_against_the_punctual_passes() -> None:
+    p = OutboundPacer(200, batch_ms=60)
+    for _ in range(40):
+        p.push_frame(FRAME, 0.0)
+    p.due(0.0)  # 10 frames: the lead is full; the next pass is due at 0.06
+    assert p.next_due_at(0.0) == pytest.approx(0.06)
+    frames = _frames_of(p.due(0.15))  # the shell woke 90 ms late
+    # Punctual passes at 0.06 and 0.12 would have sent 3 + 3 frames; the
+    # seventh fits from 0.14 on, which is the pass at 0.18: early, not late.
+    assert [f.scheduled_at for f in frames] == pytest.approx([0.06] * 3 + [0.12] * 3 + [0.15] * 1)
+    assert [round(f.late_ms) for f in frames] == [90, 90, 90, 30, 30, 30, 0]
+    assert p.late_frames == 6
+
+
+def test_a_short_utterance_goes_out_without_waiting_for_a_batch() -> None:
+    p = OutboundPacer(200, batch_ms=60)
+    p.push_frame(FRAME, 1.0)
+    assert len(_frames_of(p.due(1.0))) == 1  # Twilio idle: plays at once
+    p.push_frame(FRAME, 1.005)
+    assert len(_frames_of(p.due(1.005))) == 1  # room for a batch: no wait
+
+
+@pytest.mark.parametrize("lead_ms, bad", [(200, 10), (200, 100.5), (40, 30), (200, math.nan)])
+def test_a_batch_outside_one_frame_to_half_the_lead_is_rejected(lead_ms: float, bad: float) -> None:
+    with pytest.raises(ValueError, match=r"^batch_ms must be between 20 and "):
+        OutboundPacer(lead_ms, batch_ms=bad)
+
+
+@pytest.mark.parametrize("bad", ["60", True, None])
+def test_a_batch_that_is_not_a_number_is_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"^batch_ms must be a number of milliseconds, got "):
+        OutboundPacer(batch_ms=bad)  # type: ignore[arg-type]

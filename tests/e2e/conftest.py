@@ -24,6 +24,7 @@ from callagent.config import (
     validate,
 )
 from callagent.services import Services
+from callagent.serving import uvicorn_options
 from callagent.store.db import create_engine_for
 
 TOKEN = "test-auth-token"
@@ -74,7 +75,7 @@ async def start_service(
         port=settings.server.port,
         log_level="warning",
         lifespan="on",
-        ws_max_size=4 * settings.media.max_message_bytes,
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
