@@ -112,21 +112,33 @@ async def apply_records(
     elif len(keys) != len(records):
         raise ValueError("apply_records: keys and records differ in length")
     indexed = list(zip(records, keys))
-    for kind, group in itertools.groupby(indexed, key=lambda rk: type(rk[0])):
-        items = list(group)
-        if kind is TurnRecord:
-            await _add_turns(session, [cast(TurnRecord, r) for r, _ in items])
-        elif kind is ToolCallRecord:
-            await _add_tool_calls(session, [cast(ToolCallRecord, r) for r, _ in items])
-        elif kind is MetricRecord:
-            await _put_metrics(session, [cast(MetricRecord, r) for r, _ in items])
-        elif kind is AuditRecord:
-            await append_audit(
-                session, [cast(AuditRecord, r) for r, _ in items], keys=[k for _, k in items]
-            )
-        else:
-            for record, _ in items:
+    for bulk, run in itertools.groupby(indexed, key=lambda rk: type(rk[0]) in _BULK_KINDS):
+        if not bulk:
+            for record, _ in run:
                 await _apply_one(session, record)
+            continue
+        # A run of turn, tool-call, metric and audit records: rows that depend
+        # only on calls opened before the run, not on each other. One statement
+        # per kind, each kind in its own order: a batch from many concurrent
+        # calls interleaves them, and a statement per interleaved group cost the
+        # event loop ~150 ms per 200 records where grouped ones cost ~10 ms.
+        by_kind: dict[type, list[tuple[Record, str | None]]] = {}
+        for item in run:
+            by_kind.setdefault(type(item[0]), []).append(item)
+        for kind, items in by_kind.items():
+            if kind is TurnRecord:
+                await _add_turns(session, [cast(TurnRecord, r) for r, _ in items])
+            elif kind is ToolCallRecord:
+                await _add_tool_calls(session, [cast(ToolCallRecord, r) for r, _ in items])
+            elif kind is MetricRecord:
+                await _put_metrics(session, [cast(MetricRecord, r) for r, _ in items])
+            else:
+                await append_audit(
+                    session, [cast(AuditRecord, r) for r, _ in items], keys=[k for _, k in items]
+                )
+
+
+_BULK_KINDS = (TurnRecord, ToolCallRecord, MetricRecord, AuditRecord)
 
 
 async def _apply_one(session: AsyncSession, record: Record) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
@@ -287,3 +288,40 @@ async def test_long_free_text_fits(db_sessions: Sessions) -> None:
     ])
     call = await get_call(db_sessions)
     assert (call.from_number, call.end_reason) == (sip, reason)
+
+
+async def test_interleaved_records_of_many_calls_are_one_statement_per_kind(db_sessions: Sessions) -> None:
+    # A recorder batch from concurrent calls interleaves turns, metrics and audit
+    # events; writing them group by group stalled the event loop (see apply_records).
+    from sqlalchemy import event
+
+    calls = [f"call-{i}" for i in range(5)]
+    await apply(db_sessions, [opened(c, sid=f"CA{i:032d}") for i, c in enumerate(calls)])
+    batch: list[Record] = []
+    for n in range(1, 41):
+        c = calls[n % 5]
+        batch += [TurnRecord(c, n, "agent", f"turn {n}", n * 100.0, n * 100.0 + 50),
+                  MetricRecord(c, "late_frames", float(n)),
+                  AuditRecord("disclosure_played", "agent", T0 + timedelta(seconds=n), c, {"n": n})]
+    statements: list[str] = []
+    async with db_sessions() as s:
+        engine = s.bind.sync_engine
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        await apply(db_sessions, batch)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert statements.count("INSERT") == 3  # one each for turns, metrics and audit events
+    async with db_sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Turn)) == 40
+        latest = {c: v for c, v in (await s.execute(select(CallMetric.call_id, CallMetric.value))).all()}
+        audit = (await s.execute(select(AuditEvent.details).order_by(AuditEvent.seq))).scalars().all()
+    # Each kind kept its own order: the last value per call wins; the chain is in submission order.
+    assert latest == {c: float(max(n for n in range(1, 41) if calls[n % 5] == c)) for c in calls}
+    assert [json.loads(d)["n"] for d in audit] == list(range(1, 41))
+    async with db_sessions() as s:
+        assert (await queries.verify_audit(s)).ok
