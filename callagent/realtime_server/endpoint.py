@@ -3,6 +3,14 @@
 `?model=<profile>` names the agent profile served (default
 `realtime.default_profile`); `engines.profile_engines` builds its engine
 (loaded lazily: the speech stack is imported at the first session).
+
+The engine starts (and speaks its opening) once the client has set the
+session up: at its first event other than `session.update` and
+`conversation.item.create`, or `SETUP_GRACE_S` after its last one. A
+transcript re-seeded in that burst is then the engine's history before it
+says a word, so a re-seeded session does not greet again. Client events are
+never held back meanwhile (audio reaching an engine still loading is dropped
+by it, as before).
 """
 
 from __future__ import annotations
@@ -19,11 +27,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callagent.config import Settings
 from callagent.engines.base import CallContext, Engine
-from callagent.realtime_server.session import RealtimeSession, ToolDelegate
+from callagent.realtime_server.conversation import TextConversation
+from callagent.realtime_server.session import RealtimeSession, ToolDelegate, is_setup_event
 
 __all__ = ["EngineBuilder", "realtime_endpoint", "serve"]
 
 log = logging.getLogger(__name__)
+
+SETUP_GRACE_S = 0.3
 
 # (profile name, tool delegate) -> engine, or None for an unknown profile.
 EngineBuilder = Callable[[str, ToolDelegate], Engine | None]
@@ -84,22 +95,38 @@ async def serve(ws: WebSocket, engine: Engine, model: str, delegate: ToolDelegat
         for frame in session.flush():
             out.put_nowait(frame)
 
-    session = RealtimeSession(engine, model, f"sess_{sid}", delegate, wake)
+    conversation = engine if isinstance(engine, TextConversation) else None
+    session = RealtimeSession(engine, model, f"sess_{sid}", delegate, wake, conversation)
     for frame in session.created():
         out.put_nowait(frame)
 
+    loop = asyncio.get_running_loop()
+    last_event = loop.time()
+    starting: list[asyncio.Task[None]] = []
+
+    def begin() -> asyncio.Task[None]:
+        if not starting:
+            call = CallContext(call_id=f"rt-{sid}", direction="inbound", agent=model)
+            starting.append(asyncio.create_task(engine.start(call)))
+        return starting[0]
+
     async def read() -> None:
+        nonlocal last_event
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("text") or message.get("bytes") or b""
+            last_event = loop.time()
+            if not starting and not is_setup_event(data):
+                begin()  # the client is past its setup; a failure surfaces in pump()
             for frame in session.on_client(data):
                 out.put_nowait(frame)
 
     async def pump() -> None:
-        call = CallContext(call_id=f"rt-{sid}", direction="inbound", agent=model)
-        await engine.start(call)
+        while not starting and (wait := last_event + SETUP_GRACE_S - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        await begin()
         async for event in engine.events():
             for frame in session.on_engine(event):
                 out.put_nowait(frame)

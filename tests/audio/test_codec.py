@@ -1,4 +1,4 @@
-"""mu-law codec: bit-exact G.711 as audioop does it, and strict input checks."""
+"""G.711 codecs (mu-law, A-law): bit-exact as audioop does them, and strict input checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from callagent.audio import codec
-from callagent.audio.codec import ULAW_SILENCE, as_samples, pcm_to_ulaw, ulaw_to_pcm
+from callagent.audio.codec import (
+    ALAW_SILENCE,
+    ULAW_SILENCE,
+    alaw_to_pcm,
+    as_samples,
+    pcm_to_alaw,
+    pcm_to_ulaw,
+    ulaw_to_pcm,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -26,7 +34,8 @@ def _g711_decode(code: int) -> int:
 
 
 def test_public_names_are_pinned() -> None:
-    assert codec.__all__ == ["ULAW_SILENCE", "BytesLike", "as_samples", "pcm_to_ulaw", "ulaw_to_pcm"]
+    assert codec.__all__ == ["ALAW_SILENCE", "ULAW_SILENCE", "BytesLike", "alaw_to_pcm",
+                             "as_samples", "pcm_to_alaw", "pcm_to_ulaw", "ulaw_to_pcm"]  # fmt: skip
 
 
 def test_decode_matches_audioop_for_all_256_codes() -> None:
@@ -108,3 +117,55 @@ def test_a_list_is_not_samples() -> None:
 def test_text_is_not_mu_law() -> None:
     with pytest.raises(ValueError, match=r"^expected mu-law bytes, got str$"):
         ulaw_to_pcm("\xff")  # type: ignore[arg-type]
+
+
+# ---- A-law (G.711 A, audio/pcma) -------------------------------------------------
+
+
+def _g711_alaw_decode(code: int) -> int:
+    """ITU-T G.711 A-law expansion, written out independently of audioop."""
+    code ^= 0x55
+    exponent = (code >> 4) & 0x07
+    mantissa = code & 0x0F
+    magnitude = (mantissa << 4) + 8 if exponent == 0 else ((mantissa << 4) + 0x108) << (exponent - 1)
+    return magnitude if code & 0x80 else -magnitude
+
+
+def test_alaw_decode_matches_audioop_for_all_256_codes() -> None:
+    expected = np.frombuffer(audioop.alaw2lin(ALL_CODES, 2), dtype=np.int16)
+    assert np.array_equal(alaw_to_pcm(ALL_CODES), expected)
+
+
+def test_alaw_decode_matches_the_g711_formula() -> None:
+    assert alaw_to_pcm(ALL_CODES).tolist() == [_g711_alaw_decode(c) for c in range(256)]
+
+
+def test_alaw_encode_matches_audioop_for_all_65536_samples() -> None:
+    assert pcm_to_alaw(ALL_SAMPLES) == audioop.lin2alaw(ALL_SAMPLES.tobytes(), 2)
+
+
+def test_alaw_encode_matches_audioop_on_a_sine_sweep() -> None:
+    t = np.arange(8000) / 8000.0
+    sweep = (32767 * np.sin(2 * np.pi * (100 + 1800 * t) * t)).astype(np.int16)
+    assert pcm_to_alaw(sweep) == audioop.lin2alaw(sweep.tobytes(), 2)
+    assert pcm_to_alaw(sweep.astype("<i2").tobytes()) == pcm_to_alaw(sweep)
+
+
+def test_every_alaw_code_survives_decode_then_encode() -> None:
+    # A-law has no negative zero: all 256 codes are distinct levels.
+    assert pcm_to_alaw(alaw_to_pcm(ALL_CODES)) == ALL_CODES
+
+
+def test_alaw_silence_byte_is_the_smallest_positive_level() -> None:
+    assert alaw_to_pcm(bytes([ALAW_SILENCE]) * 160).tolist() == [8] * 160
+    assert pcm_to_alaw(np.zeros(160, dtype=np.int16)) == bytes([ALAW_SILENCE]) * 160
+
+
+def test_alaw_input_checks_match_mu_law() -> None:
+    assert alaw_to_pcm(b"").shape == (0,) and pcm_to_alaw(b"") == b""
+    with pytest.raises(ValueError, match=r"^expected A-law bytes, got str$"):
+        alaw_to_pcm("\xd5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^PCM16 data must have an even length, got 3 bytes$"):
+        pcm_to_alaw(b"\x00\x01\x02")
+    samples = alaw_to_pcm(b"\xd5\x55")
+    samples[0] = 1  # writable, not a view of audioop's bytes

@@ -8,9 +8,9 @@ The test plays the call session's part, as in test_openai_realtime.py: caller
 audio at about 4x real time, playback reported on the audio clock. Nothing is
 timed: every wait is on a condition, with a generous guard.
 
-Our endpoint's engine starts its flow afresh on every session (it stores
-re-seeded items but does not converse from them), so a new session greets
-again; a vendor's model would carry on from the re-seeded transcript.
+Our endpoint feeds re-seeded items to the session's flow, so a new session
+carries on where the call stood without greeting again, as a vendor's model
+would (test_openai_realtime_reseed.py shows the flow continuing).
 """
 
 from __future__ import annotations
@@ -137,6 +137,13 @@ class Caller:
                 self.heard[turn_id] = len(self.events)
 
 
+def say(caller: Caller, speech: np.ndarray) -> None:
+    """The caller says `speech` from now on (after the silence fed so far)."""
+    at = int(caller.fed_ms * 8) + 1600  # 8 samples per ms, 200 ms ahead of the feed
+    pad = np.zeros(max(0, at - len(caller.audio)), dtype=np.int16)
+    caller.audio = np.concatenate([caller.audio, pad, speech])
+
+
 def metric(name: str) -> Callable[[EngineEvent], bool]:
     return lambda e: isinstance(e, Metric) and e.name == name
 
@@ -207,6 +214,8 @@ async def test_a_planned_renewal_before_the_cap_waits_for_a_quiet_moment(
         try:
             greeting = await caller.until(lambda e: isinstance(e, AgentTurnDone))
             await caller.until(metric("provider_reconnect_renew"))
+            # the new session does not greet again: the caller asks, and is answered
+            say(caller, clip("01_order_status"))
             later = await caller.until(lambda e: isinstance(e, AgentTurnDone))
             later_at = len(caller.events) - 1
         finally:
@@ -217,7 +226,7 @@ async def test_a_planned_renewal_before_the_cap_waits_for_a_quiet_moment(
     renewal = caller.index(metric("provider_reconnect_renew"))
     # a quiet moment: the greeting was over and heard to the end, nobody was speaking
     assert events.index(greeting) < caller.heard[greeting.turn_id] <= renewal
-    # (our endpoint's new session is quiet until its engine greets again: it may renew again)
+    # (quiet again after the renewal, the backend may renew more than once)
     assert engine.renewals >= 1 and engine.reconnects == 0 and len(proxy.sessions) >= 2
     first, second = proxy.sessions[:2]
     assert first.client_close_code == 1000  # the backend closed the old session itself
@@ -225,9 +234,10 @@ async def test_a_planned_renewal_before_the_cap_waits_for_a_quiet_moment(
     messages = reseeded_messages(second.items())
     assert messages[0][0] == "system"
     assert messages[-1] == ("assistant", "output_text", greeting.text)
-    # the call goes on: a later response reaches the caller
+    # the call goes on where it stood: the caller's question gets the flow's next question
     assert later_at > renewal and isinstance(later, AgentTurnDone)
     assert later.turn_id != greeting.turn_id  # turn ids stay unique across sessions
+    assert "order number" in later.text
     assert any(isinstance(e, AgentAudio) and e.turn_id == later.turn_id
                for e in events[renewal:])  # fmt: skip
 

@@ -1,11 +1,15 @@
-"""Re-seeding a new OpenAI Realtime session, sans I/O: the events the backend sends after a
-reconnect, checked against our own parser of client events (the GA shapes), no sockets."""
+"""Re-seeding a new OpenAI Realtime session: the events the backend sends after a reconnect,
+checked against our own parser of client events (the GA shapes), no sockets; then once end to
+end, the backend against our own /v1/realtime (through the test relay), where the new session's
+flow continues from the re-seeded transcript."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from callagent.config import ConfigError, ProvidersSettings, load_settings
@@ -19,6 +23,11 @@ from callagent.engines.providers.openai_realtime_wire import (
     reseed_events,
     tool_result_text,
 )
+from callagent.engines.base import AgentTurnDone, ToolCallStarted, UserTranscript
+from tests.duplex.realtime_proxy import RealtimeProxy
+from tests.duplex.test_openai_realtime_reconnect import Caller, backend, metric, say, until
+from tests.e2e.conftest import LiveService
+from tests.realtime.conftest import clip, silence
 
 HISTORY = [
     HistoryTurn("assistant", "Hi, you've reached Acme Supplies. How can I help?"),
@@ -83,3 +92,40 @@ def test_renewal_settings_must_be_ordered(tmp_path: Path) -> None:
     p = settings.providers
     assert (p.openai_session_cap_s, p.openai_renew_margin_s, p.openai_renew_force_s,
             p.openai_max_reconnects, p.openai_reseed_turns) == (3.0, 1.0, 0.5, 5, 20)  # fmt: skip
+
+
+async def test_after_a_reconnect_the_new_session_continues_the_flow_from_the_transcript(
+    realtime_service: LiveService,
+) -> None:
+    async with RealtimeProxy(realtime_service.base_url) as proxy:
+        engine = backend(proxy)
+        caller = Caller(engine, np.concatenate([silence(16.0), clip("01_order_status")]))
+        await caller.start()
+        try:
+            greeting = await caller.until(lambda e: isinstance(e, AgentTurnDone))
+            await caller.until(lambda e: isinstance(e, UserTranscript) and "status" in e.text)
+            asked = await caller.until(lambda e: isinstance(e, AgentTurnDone))
+            assert isinstance(asked, AgentTurnDone) and "order number" in asked.text
+            await until(lambda: asked.turn_id in caller.heard)
+            await proxy.drop(1001, "session cap reached")
+            await caller.until(metric("provider_reconnect_going_away"))
+            await until(lambda: len(proxy.sessions) == 2 and proxy.sessions[1].updated.is_set())
+            reconnect_at = len(caller.events)
+            say(caller, np.concatenate([clip("02_account_number"), silence(1.0)]))
+            answer = await caller.until(lambda e: isinstance(e, AgentTurnDone)
+                                        and "4 5 7 2 9" in e.text)  # fmt: skip
+        finally:
+            await caller.close()
+    assert isinstance(greeting, AgentTurnDone) and isinstance(answer, AgentTurnDone)
+    after = caller.events[reconnect_at:]
+    said_after = [e.text for e in after if isinstance(e, AgentTurnDone)]
+    # the new session neither greeted again nor went back to its first question...
+    assert not [t for t in said_after if "Acme" in t or "How can I help" in t], said_after
+    # ...it took the number as the answer to the question the old session asked: its flow
+    # looked the order up (the backend's tools) and read out the order's status
+    assert any(isinstance(e, ToolCallStarted) and e.name == "lookup_order" for e in after)
+    assert answer.text.startswith("Order 4 5 7 2 9")
+    messages = [(m["role"], m["content"][0]["text"]) for m in proxy.sessions[1].items()
+                if m["type"] == "message"]
+    assert ("assistant", asked.text) in messages
+    assert any(role == "user" and "status" in text for role, text in messages)

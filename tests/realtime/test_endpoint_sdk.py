@@ -3,7 +3,7 @@
 Behind the endpoint are the real engines (pocketsphinx, Silero, piper, the
 scripted flow): customer_service's pipeline and customer_service_duplex's
 local duplex engine; the fixture profile's engine for protocol-only tests. Caller clips are sent as audio/pcmu at about
-4x real time. The hang guards (`wait_for`) only stop a broken run; nothing is timed.
+4x real time (audio/pcma, all at once, for manual turns). The hang guards (`wait_for`) only stop a broken run; nothing is timed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import websockets
 from openai import AsyncOpenAI
 
 from callagent.agents.orders import OrderStore
-from callagent.audio.codec import ulaw_to_pcm
+from callagent.audio.codec import alaw_to_pcm, pcm_to_alaw, ulaw_to_pcm
 from tests.e2e.conftest import LiveService
 from tests.realtime.conftest import API_TOKEN, clip, pcmu_b64, silence
 
@@ -184,3 +184,121 @@ async def test_an_unknown_profile_gets_model_not_found(realtime_service: LiveSer
     async with client(realtime_service).realtime.connect(model="no_such_agent") as conn:
         ev = await conn.recv()
         assert ev.type == "error" and ev.error.code == "model_not_found"
+
+
+async def next_of(conn: Any, kind: str, seen: list[Any] | None = None) -> Any:
+    while True:
+        ev = await asyncio.wait_for(conn.recv(), GUARD_S)
+        if seen is not None:
+            seen.append(ev)
+        if ev.type == kind:
+            return ev
+
+
+def pcma_b64(samples: np.ndarray) -> str:
+    return base64.b64encode(pcm_to_alaw(samples)).decode("ascii")
+
+
+async def test_manual_turns_in_a_law_and_an_out_of_band_response_over_the_sdk(
+    realtime_service: LiveService,
+) -> None:
+    async with client(realtime_service).realtime.connect(model="customer_service") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "audio": {
+            "input": {"format": {"type": "audio/pcma"}, "turn_detection": None},
+            "output": {"format": {"type": "audio/pcma"}}}})  # fmt: skip
+        updated = await next_of(conn, "session.updated")
+        assert updated.session.audio.input.turn_detection is None
+        await next_of(conn, "response.done")  # the greeting
+        audio = clip("01_order_status")
+        for i in range(0, len(audio), 1600):
+            await conn.input_audio_buffer.append(audio=pcma_b64(audio[i : i + 1600]))
+        await conn.input_audio_buffer.commit()
+        seen: list[Any] = []
+        heard = await next_of(conn, "conversation.item.input_audio_transcription.completed", seen)
+        assert "status" in heard.transcript
+        assert [e.type for e in seen][:2] == ["input_audio_buffer.committed",
+                                              "conversation.item.added"]  # fmt: skip
+        assert "response.created" not in [e.type for e in seen]  # nobody answers unasked
+        await conn.response.create()
+        seen = []
+        done = await next_of(conn, "response.done", seen)
+        assert "order number" in done.response.output[0].content[0].transcript
+        reply = b"".join(base64.b64decode(e.delta) for e in seen
+                         if e.type == "response.output_audio.delta")  # fmt: skip
+        speech = alaw_to_pcm(reply)  # A-law, 8 kHz: one byte per sample
+        assert len(speech) > 8000 and int(np.abs(speech).max()) > 2000
+        # out of band: answered as the flow would, metadata echoed, no conversation items
+        await conn.response.create(response={
+            "conversation": "none", "metadata": {"purpose": "preview"},
+            "input": [{"type": "message", "role": "user",
+                       "content": [{"type": "input_text", "text": "I don't know it"}]}]})  # fmt: skip
+        seen = []
+        side = await next_of(conn, "response.done", seen)
+        assert side.response.metadata == {"purpose": "preview"}
+        assert side.response.conversation_id is None
+        # what the flow says before it would call a tool (tools are not run out of band)
+        assert side.response.output[0].content[0].transcript == (
+            "Let me look up the orders for the number you're calling from.")
+        assert not [e for e in seen if e.type.startswith("conversation.item")]
+        # an answer that needs a tool first: the response completes with nothing said
+        await conn.response.create(response={"conversation": "none", "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text",
+                                                             "text": "4 5 7 2 9"}]}]})  # fmt: skip
+        side = await next_of(conn, "response.done")
+        assert (side.response.status, side.response.output) == ("completed", [])
+
+
+async def test_what_a_flow_cannot_honour_gets_error_events_over_the_sdk(
+    realtime_service: LiveService,
+) -> None:
+    async with client(realtime_service).realtime.connect(model="customer_service") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "audio": {
+            "input": {"turn_detection": None}}})
+        await next_of(conn, "session.updated")
+        bad: list[tuple[dict[str, Any], str, str]] = [
+            ({"type": "input_audio_buffer.commit", "event_id": "m1"},
+             "input_audio_buffer_commit_empty", ""),
+            ({"type": "response.create", "event_id": "m2", "response": {
+              "conversation": "none", "instructions": "Classify the call."}},
+             "unsupported_response", "response.instructions"),
+            ({"type": "response.create", "event_id": "m3", "response": {"conversation": "none"}},
+             "unsupported_response", "response.input"),
+            ({"type": "response.create", "event_id": "m4", "response": {"input": []}},
+             "unsupported_response", "response.input"),
+            ({"type": "response.create", "event_id": "m5", "response": {
+              "conversation": "none", "metadata": {"k": 1}, "input": []}},
+             "invalid_value", "response.metadata.k"),
+            ({"type": "response.create", "event_id": "m6", "response": {
+              "conversation": "none", "input": [{"type": "item_reference", "id": "item_x"}]}},
+             "item_not_found", "response.input[0].id"),
+        ]  # fmt: skip
+        for event, code, param in bad:
+            await conn.send(event)  # type: ignore[arg-type]
+            err = await next_of(conn, "error")
+            assert (err.error.code, err.error.param or "", err.error.event_id) == (
+                code, param, event["event_id"])
+        await conn.input_audio_buffer.clear()
+        await next_of(conn, "input_audio_buffer.cleared")
+
+
+async def test_a_session_seeded_with_a_transcript_continues_it_without_greeting_again(
+    realtime_service: LiveService,
+) -> None:
+    async with client(realtime_service).realtime.connect(model="customer_service") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session=SESSION)  # type: ignore[arg-type]
+        for role, text in [("assistant", "Hi, you've reached Acme Supplies. How can I help?"),
+                           ("user", "I'd like to check the status of my order.")]:  # fmt: skip
+            part = "output_text" if role == "assistant" else "input_text"
+            await conn.conversation.item.create(item={  # type: ignore[arg-type, misc]
+                "type": "message", "role": role, "content": [{"type": part, "text": text}]})
+        await conn.response.create()
+        seen: list[Any] = []
+        done = await next_of(conn, "response.done", seen)
+        # the first thing the engine says is the answer the transcript was owed
+        said = [e.transcript for e in seen if e.type == "response.output_audio_transcript.done"]
+        assert said == [done.response.output[0].content[0].transcript]
+        assert said[0].startswith("Please say your five digit order number")
+        assert [e.type for e in seen].count("response.created") == 1

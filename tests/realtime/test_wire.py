@@ -16,6 +16,7 @@ from callagent.engines.providers.openai_realtime_wire import (
     FunctionCallOutputItem,
     InputAudioAppend,
     ItemCreate,
+    ItemReference,
     ItemTruncate,
     MessageItem,
     Rejected,
@@ -32,6 +33,8 @@ from callagent.engines.providers.openai_realtime_wire import (
     encode_truncate,
     parse_client_event,
     parse_server_event,
+    parse_tool_result_text,
+    tool_result_text,
 )
 
 
@@ -189,3 +192,65 @@ def test_truncate_encoding_is_the_ga_shape() -> None:
         "audio_end_ms": 1234}  # fmt: skip
     assert parse_client_event(encode_truncate("item_1", 1234, "ev1")) == ItemTruncate(
         "ev1", "item_1", 0, 1234)
+
+
+# ---- response.create: out of band, input, metadata (section 3) ----------------------------
+
+
+def test_response_create_parses_out_of_band_input_and_metadata() -> None:
+    ev = parse_client_event(json.dumps({"type": "response.create", "event_id": "r", "response": {
+        "conversation": "none", "metadata": {"topic": "x", "n": "1"},
+        "output_modalities": ["audio"], "instructions": "Say only: hi",
+        "input": [{"type": "item_reference", "id": "item_1"},
+                  {"type": "message", "role": "user",
+                   "content": [{"type": "input_text", "text": "where is my order"}]}]}}))  # fmt: skip
+    assert ev == ResponseCreate("r", "Say only: hi", True,
+                                (ItemReference("item_1"), MessageItem("", "user", "where is my order")),
+                                (("topic", "x"), ("n", "1")), ("audio",))  # fmt: skip
+    assert parse_client_event('{"type":"response.create","response":{"input":[]}}') == (
+        ResponseCreate("", input=()))
+
+
+@pytest.mark.parametrize(
+    ("response", "code", "param"),
+    [
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "invalid_value", "response.metadata"),
+        ({"metadata": {"k": 5}}, "invalid_value", "response.metadata.k"),
+        ({"metadata": {"k" * 65: "v"}}, "invalid_value", f"response.metadata.{'k' * 65}"),
+        ({"metadata": {"k": "v" * 513}}, "invalid_value", "response.metadata.k"),
+        ({"metadata": "topic"}, "invalid_type", "response.metadata"),
+        ({"input": {"type": "message"}}, "invalid_type", "response.input"),
+        ({"input": [{"type": "item_reference"}]}, "missing_required_parameter", "id"),
+        ({"input": [{"type": "item_reference", "id": "i", "x": 1}]},
+         "unknown_parameter", "response.input[0].x"),
+        ({"input": [{"type": "message", "role": "user",
+                     "content": [{"type": "input_audio", "audio": ""}]}]},
+         "invalid_value", "response.input[0].content[0].type"),
+        ({"output_modalities": ["audio", "text"]}, "invalid_value", "response.output_modalities"),
+    ],
+)  # fmt: skip
+def test_bad_response_create_fields_name_the_parameter(
+    response: dict[str, object], code: str, param: str
+) -> None:
+    err = rejected(parse_client_event(json.dumps({"type": "response.create", "event_id": "e9",
+                                                  "response": response}))).error  # fmt: skip
+    assert (err.code, err.param, err.event_id) == (code, param, "e9")
+
+
+def test_tool_result_messages_parse_back() -> None:
+    text = tool_result_text("lookup_order", '{"order_number": "45729"}', '{"status": "shipped"}')
+    assert parse_tool_result_text(text) == ("lookup_order", '{"order_number": "45729"}',
+                                            '{"status": "shipped"}')  # fmt: skip
+    assert parse_tool_result_text("The call was renewed.") is None
+
+
+def test_pcma_is_a_format_both_ways() -> None:
+    cfg = apply_session_update(SessionConfig(), {"type": "realtime", "audio": {
+        "input": {"format": {"type": "audio/pcma"}, "turn_detection": None},
+        "output": {"format": {"type": "audio/pcma"}}}})  # fmt: skip
+    assert (cfg.input_format.type, cfg.output_format.type, cfg.turn_detection) == (
+        "audio/pcma", "audio/pcma", None)
+    with pytest.raises(WireError) as info:
+        apply_session_update(SessionConfig(), {"type": "realtime", "audio": {
+            "input": {"format": {"type": "audio/pcma", "rate": 8000}}}})  # fmt: skip
+    assert info.value.param == "session.audio.input.format.rate"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -37,6 +38,7 @@ __all__ = [
     "InputAudioClear",
     "InputAudioCommit",
     "InputTranscript",
+    "ItemReference",
     "ItemCreate",
     "ItemDelete",
     "ItemTruncate",
@@ -71,6 +73,7 @@ __all__ = [
     "parse_server_event",
     "reseed_events",
     "session_json",
+    "parse_tool_result_text",
     "tool_result_text",
 ]
 
@@ -80,6 +83,7 @@ VOICES: Final = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "
 TURN_TYPES: Final = ("server_vad", "semantic_vad")
 EAGERNESS: Final = ("low", "medium", "high", "auto")
 MAX_APPEND_BYTES: Final = 15 * 1024 * 1024
+MAX_METADATA_PAIRS: Final = 16  # response.metadata: keys <= 64 chars, values <= 512
 
 
 class WireError(ValueError):
@@ -422,10 +426,23 @@ class ItemDelete:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemReference:
+    """`{"type": "item_reference", "id": ...}` in `response.input`: an item of the conversation."""
+
+    id: str
+
+
+InputItem = MessageItem | FunctionCallOutputItem | ItemReference
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseCreate:
     event_id: str
     instructions: str = ""
     out_of_band: bool = False  # response.conversation == "none"
+    input: tuple[InputItem, ...] | None = None  # None: the default conversation is the context
+    metadata: tuple[tuple[str, str], ...] | None = None  # echoed on the response, in order
+    output_modalities: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,37 +546,77 @@ def _client_event(kind: str, event_id: str, data: Mapping[str, Any]) -> ClientEv
         if conv not in ("auto", "none"):
             raise WireError("invalid_value", "response.conversation: expected auto or none",
                             "response.conversation")  # fmt: skip
-        return ResponseCreate(event_id, instructions, conv == "none")
+        items: tuple[InputItem, ...] | None = None
+        if "input" in resp:
+            raw = _typed(resp["input"], list, "an array", "response.input")
+            items = tuple(_input_item(_obj(x, f"response.input[{i}]"), f"response.input[{i}]")
+                          for i, x in enumerate(raw))  # fmt: skip
+        mods = None
+        if "output_modalities" in resp:
+            mods = _typed(resp["output_modalities"], list, "an array", "response.output_modalities")
+            if mods not in (["audio"], ["text"]):
+                raise WireError("invalid_value", 'response.output_modalities: expected ["audio"] '
+                                'or ["text"]', "response.output_modalities")  # fmt: skip
+            mods = tuple(mods)
+        return ResponseCreate(event_id, instructions, conv == "none", items,
+                              _metadata(resp.get("metadata")), mods)  # fmt: skip
     assert kind == "response.cancel"
     rid = _typed(data.get("response_id") or "", str, "a string", "response_id")
     return ResponseCancel(event_id, rid)
 
 
-def _item(obj: Mapping[str, Any]) -> MessageItem | FunctionCallOutputItem:
-    item_id = _typed(obj.get("id") or "", str, "a string", "item.id")
+def _metadata(value: Any) -> tuple[tuple[str, str], ...] | None:
+    if value is None:
+        return None
+    obj = _obj(value, "response.metadata")
+    if len(obj) > MAX_METADATA_PAIRS:
+        raise WireError("invalid_value", f"response.metadata: at most {MAX_METADATA_PAIRS} "
+                        f"key-value pairs, got {len(obj)}", "response.metadata")  # fmt: skip
+    pairs = []
+    for key, val in obj.items():
+        where = f"response.metadata.{key}"
+        if len(key) > 64:
+            raise WireError("invalid_value", f"{where}: keys are at most 64 characters", where)
+        if not isinstance(val, str) or len(val) > 512:
+            raise WireError("invalid_value", f"{where}: values are strings of at most 512 "
+                            "characters", where)  # fmt: skip
+        pairs.append((key, val))
+    return tuple(pairs)
+
+
+def _input_item(obj: Mapping[str, Any], param: str) -> InputItem:
+    if obj.get("type") == "item_reference":
+        _only(obj, ("type", "id"), param)
+        return ItemReference(_typed(_required(obj, "id"), str, "a string", f"{param}.id"))
+    return _item(obj, param)
+
+
+def _item(obj: Mapping[str, Any], param: str = "item") -> MessageItem | FunctionCallOutputItem:
+    item_id = _typed(obj.get("id") or "", str, "a string", f"{param}.id")
     kind = obj.get("type", "message")
     if kind == "function_call_output":
-        _only(obj, ("type", "id", "object", "call_id", "output", "status"), "item")
-        call_id = _typed(_required(obj, "call_id"), str, "a string", "item.call_id")
-        output = _typed(_required(obj, "output"), str, "a string", "item.output")
+        _only(obj, ("type", "id", "object", "call_id", "output", "status"), param)
+        call_id = _typed(_required(obj, "call_id"), str, "a string", f"{param}.call_id")
+        output = _typed(_required(obj, "output"), str, "a string", f"{param}.output")
         return FunctionCallOutputItem(item_id, call_id, output)
     if kind != "message":
-        raise WireError("invalid_value", f"item.type: expected message or function_call_output, "
-                        f"got {json.dumps(kind)}", "item.type")  # fmt: skip
-    _only(obj, ("type", "id", "object", "role", "content", "status"), "item")
+        raise WireError("invalid_value", f"{param}.type: expected message or "
+                        f"function_call_output, got {json.dumps(kind)}", f"{param}.type")  # fmt: skip
+    _only(obj, ("type", "id", "object", "role", "content", "status"), param)
     role = obj.get("role")
     if role not in ("user", "system", "assistant"):
-        raise WireError("invalid_value", "item.role: expected user, system or assistant",
-                        "item.role")  # fmt: skip
-    content = _typed(_required(obj, "content"), list, "an array", "item.content")
+        raise WireError("invalid_value", f"{param}.role: expected user, system or assistant",
+                        f"{param}.role")  # fmt: skip
+    content = _typed(_required(obj, "content"), list, "an array", f"{param}.content")
     texts: list[str] = []
     for i, part in enumerate(content):
-        p = _obj(part, f"item.content[{i}]")
+        where = f"{param}.content[{i}]"
+        p = _obj(part, where)
         want = "output_text" if role == "assistant" else "input_text"
         if p.get("type") != want:
-            raise WireError("invalid_value", f"item.content[{i}].type: expected {want} (audio "
-                            "content items are not supported)", f"item.content[{i}].type")  # fmt: skip
-        texts.append(_typed(p.get("text"), str, "a string", f"item.content[{i}].text"))
+            raise WireError("invalid_value", f"{where}.type: expected {want} (audio content "
+                            "items are not supported)", f"{where}.type")  # fmt: skip
+        texts.append(_typed(p.get("text"), str, "a string", f"{where}.text"))
     return MessageItem(item_id, role, "".join(texts))
 
 
@@ -637,6 +694,15 @@ RESEED_NOTE: Final = (
 def tool_result_text(name: str, arguments: str, output: str) -> str:
     """A tool result as a system message, for a session that never saw the function call."""
     return f"Result of the function call {name}({arguments}): {output}"
+
+
+_TOOL_RESULT = re.compile(r"Result of the function call ([A-Za-z0-9_.-]+)\((.*?)\): (.*)", re.S)
+
+
+def parse_tool_result_text(text: str) -> tuple[str, str, str] | None:
+    """(name, arguments, output) of a `tool_result_text` message, else None."""
+    m = _TOOL_RESULT.fullmatch(text.strip())
+    return (m.group(1), m.group(2), m.group(3)) if m else None
 
 
 def reseed_events(
