@@ -43,7 +43,7 @@ from callagent.engines.base import (
     PlaybackProgress,
     UserTranscript,
 )
-from callagent.engines.duplex.openai_realtime import Connect, ProviderFailed, default_connect
+from callagent.engines.duplex.openai_connection import Connect, ProviderFailed, default_connect
 from callagent.engines.duplex.reasoner import BackgroundReasoner, ToolFn
 from callagent.engines.providers.gemini_live_wire import (
     FunctionDecl,

@@ -6,13 +6,15 @@ latency, inside the 250 ms budget),
 unless the words recognised by then are only backchannel ("uh-huh", "yeah",
 "okay", "mm-hm", "right"): those let the agent talk on. Shorter bursts are
 noise and never interrupt; neither does anything over a segment marked
-non-interruptible.
+non-interruptible. The words and how they are read: `engines.overlap_words`
+(vocabulary `PIPELINE`).
 
 An interruption is provisional: the policy says `RESUME` and the agent picks
 up again where it was cut when
 - the caller's speech was backchannel-short (at most `quick_resume_speech_ms`)
-  and has been followed by `resume_silence_ms` of silence, with no words or
-  only backchannel words recognised: an "uh-huh" or a "yes" over the agent costs it a pause of about half
+  and has been followed by `resume_silence_ms` of silence, with no words,
+  only backchannel words or a bare "stop" (`overlap_words.bare_stop`)
+  recognised: an "uh-huh" or a "yes" over the agent costs it a pause of about half
   a second, not its place (Full-Duplex-Bench v1.5 merges an agent's gaps of
   up to 0.5 s into one utterance: such a pause is not a stop);
 - or no words came within `resume_ms` (~1 s) of its onset;
@@ -29,8 +31,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from callagent.engines.overlap_words import PIPELINE, bare_stop
+
 __all__ = [
-    "BACKCHANNEL",
     "BargeInConfig",
     "BargeInPolicy",
     "Decision",
@@ -40,57 +43,22 @@ __all__ = [
 
 FRAME_MS = 20
 
-BACKCHANNEL = frozenset(
-    "uh-huh uh huh mm-hm mm hm mhm hmm yeah yes yep ok okay right sure alright oh ah up".split()
-)
-_BACKCHANNEL_PAIRS = frozenset({("i", "see"), ("got", "it")})
-# Words that interrupt at once whatever else was said (the caller wants the floor).
-_STOP_WORDS = frozenset("stop wait no sorry actually agent human representative".split())
-# Words that only take the floor: an utterance of nothing else says nothing yet.
-# (pocketsphinx also hears a bare "uh-huh" as "stop", so such an utterance is
-# resumed over, like a backchannel.)
-_FLOOR = frozenset("stop wait hold hang on actually sorry excuse me".split())
-
 
 def _words(text: str) -> list[str]:
     return [w for w in (t.strip(".,?!").lower() for t in text.split()) if w]
 
 
-def _content(words: list[str]) -> list[str]:
-    """The words left once backchannels ("yeah", "i see", "got it") are removed."""
-    out: list[str] = []
-    i = 0
-    while i < len(words):
-        if tuple(words[i : i + 2]) in _BACKCHANNEL_PAIRS:
-            i += 2
-            continue
-        if words[i] not in BACKCHANNEL:
-            out.append(words[i])
-        i += 1
-    return out
-
-
 def is_backchannel(text: str) -> bool:
     """True when every word is a backchannel token (and there is at least one)."""
     words = _words(text)
-    return bool(words) and not _content(words)
+    return bool(words) and not PIPELINE.content(words)
 
 
 def says_nothing_yet(text: str) -> bool:
     """No words, or only backchannels and floor-taking words ("wait", "stop").
     A lone "i" counts as nothing yet: it is the recogniser's first guess at
     almost any onset."""
-    rest = _content(_words(text))
-    return all(w in _FLOOR for w in rest) or rest == ["i"]
-
-
-def _only_backchannel(text: str, *, bare_stop: bool = False) -> bool:
-    """No words, or backchannels only; with `bare_stop`, a lone "stop" too:
-    pocketsphinx hears a short "uh-huh" as "stop". Other floor words ("wait",
-    "actually", "hold on") ask for the floor: the agent does not talk on
-    after them until the utterance has ended with nothing more."""
-    rest = _content(_words(text))
-    return not rest or rest == ["i"] or (bare_stop and rest == ["stop"])
+    return PIPELINE.says_nothing_yet(_words(text))
 
 
 class Decision(enum.Enum):
@@ -161,8 +129,7 @@ class BargeInPolicy:
         if not (speech and agent_speaking and interruptible):
             return Decision.NONE
         self._state = _State.OVERLAP
-        words = _words(partial)
-        if any(w in _STOP_WORDS for w in words):
+        if PIPELINE.has_stop_word(_words(partial)):
             return self._interrupt(yielded=not says_nothing_yet(partial))
         if self._speech_ms < self.config.onset_ms:
             return Decision.NONE
@@ -182,12 +149,15 @@ class BargeInPolicy:
             return Decision.NONE
         if self._silence_ms < self.config.resume_silence_ms:
             return Decision.NONE
-        if short and _only_backchannel(partial, bare_stop=True):
+        words = _words(partial)
+        if short and PIPELINE.says_nothing(words):
             return self._resume()
-        if not says_nothing_yet(partial):
+        if bare_stop(PIPELINE.content(words), self._speech_ms, self.config.quick_resume_speech_ms):
+            return self._resume()  # an "uh-huh" heard as "stop"
+        if not PIPELINE.says_nothing_yet(words):
             self._state = _State.YIELDED
             return Decision.NONE
-        if _only_backchannel(partial) and self._now - self._onset >= self.config.resume_ms:
+        if PIPELINE.says_nothing(words) and self._now - self._onset >= self.config.resume_ms:
             return self._resume()  # a longer sound that brought no words (a cough)
         return Decision.NONE  # "wait", "actually": the utterance's end decides
 

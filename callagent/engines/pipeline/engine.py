@@ -37,7 +37,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from callagent.agents.flow import (
-    REPROMPT_HOLD_MS,
     Action,
     Flow,
     FlowError,
@@ -63,6 +62,7 @@ from callagent.engines.base import (
     Transfer,
     UserTranscript,
 )
+from callagent.engines.hold import RepromptHold
 from callagent.engines.resume import CutSpeech, resumption
 from callagent.engines.pipeline.bargein import (
     BargeInConfig,
@@ -132,16 +132,6 @@ class _Segment:
     pcm: Pcm  # kept so that a resumed turn replays it without synthesis
 
 
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """A caller's words the flow could only re-prompt on, waiting for more."""
-
-    final: Final
-    text: str
-    release_ms: float  # on the engine's audio clock
-    overlapped: bool  # they began over the agent's speech (and may have cut it)
-
-
 @dataclass
 class _TurnState:
     sentences: list[tuple[str, bool]]
@@ -208,7 +198,7 @@ class PipelineEngine:
         self._llm_tools: dict[str, asyncio.Future[ToolOutcome]] = {}
         self._idle_prompted = False  # the llm brain's idle prompt (the flow keeps its own)
         self._net_tasks: set[asyncio.Task[None]] = set()
-        self._held: _Held | None = None  # words waiting for more (see _on_text)
+        self._hold: RepromptHold[Final] = RepromptHold()  # words waiting for more (_on_text)
         self._worker_offset_ms = 0.0  # the worker's clock + this = the engine's audio clock
 
     # ---- Engine interface ----------------------------------------------------
@@ -289,7 +279,7 @@ class PipelineEngine:
             return
         self._worker.feed(chunk.samples)
         self._fed_ms += 1000.0 * len(chunk.samples) / self.input_rate
-        if self._held is not None:
+        if self._hold.held is not None:
             self._release_held()
         if self._fed_ms >= self._next_idle_check:
             self._next_idle_check = self._fed_ms + _IDLE_CHECK_MS
@@ -299,7 +289,7 @@ class PipelineEngine:
         if self._flow is None or self._ended:
             return
         self._last_input_ms = self._fed_ms
-        self._held = None  # a key press answers instead
+        self._hold.cancel()  # a key press answers instead
         try:
             actions = self._flow.on_dtmf(digit)
         except FlowError:
@@ -433,17 +423,15 @@ class PipelineEngine:
             return
         if self._flow is None or self._ended:
             return
-        if self._held is not None:  # the caller went on after a pause: one answer
-            held, self._held = self._held, None
-            final = dataclasses.replace(final, start_ms=held.final.start_ms)
-            text = f"{held.text} {text}"
-        elif self._flow.would_only_reprompt(text):
-            # Words the flow cannot use: likely the start of a sentence, or,
-            # when they cut the agent off, words not meant for it (side talk,
-            # someone in the room). Wait; if the caller goes on, answer the
-            # whole; if not, re-prompt, or pick up the cut speech.
-            self._held = _Held(final, text, decided_ms + REPROMPT_HOLD_MS, overlapped)
+        # Words the flow cannot use wait a moment (`engines.hold`): if the caller
+        # goes on, one answer for the whole; if not, a re-prompt, or the cut speech.
+        answer = self._hold.words(text, decided_ms, final, overlapped=overlapped,
+                                  reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
+        if answer is None:
             return
+        text, first = answer
+        if first is not final:  # the held words began the turn
+            final = dataclasses.replace(final, start_ms=first.start_ms)
         self._cut = None
         self._flow_reply(final, text, turn_id)
 
@@ -458,22 +446,20 @@ class PipelineEngine:
         self._act(actions)
 
     def _release_held(self) -> None:
-        held, worker = self._held, self._worker
-        if held is None or worker is None or self._caller_talking:
+        worker = self._worker
+        if worker is None:
             return
-        # On the speech thread's clock: under load it lags the feed, and words
-        # it has not heard yet must still join these.
-        if worker.now_ms + self._worker_offset_ms < held.release_ms:
-            return
-        self._held = None
-        if self._flow is None or self._ended:
+        # On the speech thread's clock (see `engines.hold`), moved onto ours.
+        held = self._hold.release(worker.now_ms + self._worker_offset_ms,
+                                  caller_talking=self._caller_talking)  # fmt: skip
+        if held is None or self._flow is None or self._ended:
             return
         if held.overlapped and self._cut is not None:
             self._emit(Metric("overlap_not_for_agent", 1.0))
             self._resume_speech(held.release_ms)
             return
         self._cut = None
-        self._flow_reply(held.final, held.text, f"a{self._turn_seq + 1}")
+        self._flow_reply(held.first, held.text, f"a{self._turn_seq + 1}")
 
     # ---- flow actions --------------------------------------------------------
 

@@ -1,0 +1,85 @@
+"""Holding words the flow could only re-prompt on: pure, on the speech thread's clock.
+
+A caller's turn that would only draw a re-prompt ("hi", "actually wait",
+`Flow.would_only_reprompt`) is likely the start of a sentence, or, when it
+cut the agent off, words not meant for it (side talk, someone in the room).
+Both engines that run the scripted flow (the pipeline and the local duplex
+backend) hold such words for `REPROMPT_HOLD_MS`: if the caller goes on, the
+next turn is answered together with them; if not, the engine answers them
+(a re-prompt) or picks up its cut speech.
+
+The hold is released on the clock of the thread that hears the caller, not on
+the feed's: under load that thread lags the feed, and words it has not heard
+yet must still join the held ones. No clock, flow or I/O here: the engine
+gives the time, whether the caller is talking and whether words would only
+re-prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from callagent.agents.flow import REPROMPT_HOLD_MS
+
+__all__ = ["Held", "RepromptHold"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Held(Generic[T]):
+    """Words waiting for more."""
+
+    text: str
+    first: T  # the engine's record of the words (the pipeline: the turn's `Final`)
+    release_ms: float  # on the speech thread's clock
+    overlapped: bool  # they began over the agent's speech (and may have cut it)
+
+
+class RepromptHold(Generic[T]):
+    """One call's held words, if any."""
+
+    def __init__(self, hold_ms: float = REPROMPT_HOLD_MS) -> None:
+        self.hold_ms = hold_ms
+        self._held: Held[T] | None = None
+
+    @property
+    def held(self) -> Held[T] | None:
+        return self._held
+
+    def words(
+        self,
+        text: str,
+        at_ms: float,
+        first: T,
+        *,
+        reprompt_only: Callable[[str], bool],
+        overlapped: bool = False,
+    ) -> tuple[str, T] | None:
+        """The caller's turn `text`, decided at `at_ms`: what to answer now, or
+        None when it is held. What to answer is (words, record of the first
+        words): these words after the held ones, with the held ones' record,
+        when the caller went on after a pause; else these words and `first`.
+        `reprompt_only` is asked only when nothing is held."""
+        held, self._held = self._held, None
+        if held is not None:
+            return f"{held.text} {text}", held.first
+        if reprompt_only(text):
+            self._held = Held(text, first, at_ms + self.hold_ms, overlapped)
+            return None
+        return text, first
+
+    def release(self, now_ms: float, *, caller_talking: bool) -> Held[T] | None:
+        """The held words, once their time has come on the speech thread's
+        clock (`now_ms`) and the caller is not talking again; else None."""
+        held = self._held
+        if held is None or caller_talking or now_ms < held.release_ms:
+            return None
+        self._held = None
+        return held
+
+    def cancel(self) -> None:
+        """Drop the held words (a key press answers instead)."""
+        self._held = None

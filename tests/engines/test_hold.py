@@ -1,0 +1,56 @@
+"""Holding words the flow could only re-prompt on (engines/hold.py): no clock, no flow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from callagent.agents.flow import REPROMPT_HOLD_MS
+from callagent.engines.hold import Held, RepromptHold
+
+
+def only(*texts: str) -> Callable[[str], bool]:
+    return lambda text: text in texts
+
+
+def test_words_the_flow_can_use_are_answered_at_once() -> None:
+    hold: RepromptHold[str] = RepromptHold()
+    assert hold.words("my order", 1000.0, "f1", reprompt_only=only("hi")) == ("my order", "f1")
+    assert hold.held is None
+
+
+def test_words_that_would_only_reprompt_are_held_for_the_hold_time() -> None:
+    hold: RepromptHold[str] = RepromptHold()
+    assert hold.words("hi", 1000.0, "f1", reprompt_only=only("hi"), overlapped=True) is None
+    assert hold.held == Held("hi", "f1", 1000.0 + REPROMPT_HOLD_MS, True)
+
+
+def test_a_caller_who_goes_on_gets_one_answer_from_the_first_words() -> None:
+    hold: RepromptHold[str] = RepromptHold(hold_ms=900.0)
+    hold.words("hi", 1000.0, "f1", reprompt_only=only("hi"))
+    asked: list[str] = []
+
+    def reprompt_only(text: str) -> bool:
+        asked.append(text)
+        return True
+
+    assert hold.words("it's about my order", 1500.0, "f2", reprompt_only=reprompt_only) == (
+        "hi it's about my order", "f1")  # fmt: skip
+    assert asked == [] and hold.held is None  # joined words are answered, never held again
+
+
+def test_held_words_are_released_on_the_given_clock_once_the_caller_is_quiet() -> None:
+    hold: RepromptHold[str] = RepromptHold(hold_ms=900.0)
+    hold.words("hi", 1000.0, "f1", reprompt_only=only("hi"))
+    assert hold.release(1899.0, caller_talking=False) is None  # not yet
+    assert hold.release(1900.0, caller_talking=True) is None  # the caller is talking again
+    assert hold.held is not None
+    assert hold.release(1900.0, caller_talking=False) == Held("hi", "f1", 1900.0, False)
+    assert hold.held is None and hold.release(5000.0, caller_talking=False) is None
+
+
+def test_a_key_press_drops_the_held_words() -> None:
+    hold: RepromptHold[None] = RepromptHold()
+    hold.words("hi", 0.0, None, reprompt_only=only("hi"))
+    hold.cancel()
+    assert hold.held is None and hold.release(1e9, caller_talking=False) is None
+    assert hold.words("two", 10.0, None, reprompt_only=only("hi")) == ("two", None)
