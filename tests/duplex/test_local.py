@@ -287,6 +287,8 @@ async def test_a_backchannel_decision_plays_a_short_quiet_aside(
     while not any(isinstance(e, AgentTurnDone) for e in events):
         await asyncio.sleep(0.05)
     greeting_end = engine._reference.end_ms()
+    while not engine._backchannels:  # synthesized in the background at start (slow under load)
+        await asyncio.sleep(0.05)
     while engine._fed_ms < greeting_end + 200:  # the greeting plays out (before any idle prompt)
         engine.feed(Pcm(np.zeros(160, dtype=np.int16), 8000))
     engine._on_worker(_Decided(Backchannel(engine._fed_ms), ""))
@@ -297,6 +299,9 @@ async def test_a_backchannel_decision_plays_a_short_quiet_aside(
     assert len(asides) == 1 and asides[0].audio.duration_ms < 600
     loudest_turn = max(int(np.abs(e.audio.samples).max()) for e in events
                        if isinstance(e, AgentAudio) and e.turn_id.startswith("d"))  # fmt: skip
-    assert int(np.abs(asides[0].audio.samples).max()) <= loudest_turn // 2 + 1
+    # Half of its own synthesis: never above half full scale (-32768 // 2), and
+    # about half the greeting's peak (piper's peaks vary by a few LSB run to run).
+    aside_peak = int(np.abs(asides[0].audio.samples.astype(np.int32)).max())
+    assert aside_peak <= 16384 and aside_peak <= 0.51 * loudest_turn
     assert engine._reference.end_ms() == greeting_end  # the aside does not hold the floor
     assert [e.value for e in events if isinstance(e, Metric) and e.name == "duplex_backchannels"] == [1.0]

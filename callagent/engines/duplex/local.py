@@ -35,7 +35,6 @@ import numpy as np
 import numpy.typing as npt
 
 from callagent.agents.flow import (
-    REPROMPT_HOLD_MS,
     Action,
     Flow,
     FlowState,
@@ -75,6 +74,7 @@ from callagent.engines.duplex.policy import (
 from callagent.engines.pipeline.models import PipelineModels
 from callagent.engines.pipeline.sentences import split_sentences
 from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
+from callagent.engines.hold import RepromptHold
 from callagent.engines.resume import CutSpeech, resumption
 from callagent.speech.aec import EchoCanceller, ReferenceTimeline
 from callagent.speech.stt_pocketsphinx import PocketsphinxStt, Search
@@ -87,6 +87,10 @@ FRAME = 160  # 20 ms at 8 kHz
 CHUNK_FRAMES = 10  # the 200 ms chunk: partials reach the controller this often
 PREROLL_FRAMES = 10
 _IDLE_CHECK_MS = 200.0
+# Unusable words over our speech quieter than this (mean of their frames' dBFS)
+# are not meant for us. A caller at the test clips' -20 dBFS measures about -30
+# on this scale; side talk turned away, 12 dB down, about -42.
+_NOT_FOR_US_LEVEL_DB = -36.0
 # What we say as a backchannel while the caller talks at length (in turn).
 BACKCHANNEL_WORDS = ("Mhm.", "Okay.", "I see.", "Right.")  # each under 0.6 s in piper's voice
 
@@ -259,7 +263,8 @@ class LocalDuplexEngine:
         self._turns: dict[str, _Turn] = {}
         self._segments: list[_Segment] = []
         self._cut: CutSpeech | None = None  # speech a soft pause cut, to resume
-        self._held: tuple[str, float] | None = None  # (words, release at ms): see _answer
+        self._hold: RepromptHold[None] = RepromptHold()  # words waiting for more: see _answer
+        self._caller_answered = False  # the flow has had the caller's words (or keys)
         self._seq = 0
         self._backchannels: list[tuple[str, Pcm]] = []  # synthesized at start, -6 dB
         self._backchannel_count = 0
@@ -320,7 +325,7 @@ class LocalDuplexEngine:
             if worker is not None and not self._closed:
                 worker.feed(samples[i : i + FRAME])
             self._fed_ms += 20.0
-        if self._held is not None:
+        if self._hold.held is not None:
             self._release_held()
         if self._fed_ms >= self._next_idle:
             self._next_idle = self._fed_ms + _IDLE_CHECK_MS
@@ -330,7 +335,8 @@ class LocalDuplexEngine:
         if self._flow is None or self._ended:
             return
         self._last_input_ms = self._fed_ms
-        self._held = None  # a key press answers instead
+        self._hold.cancel()  # a key press answers instead
+        self._caller_answered = True
         actions = self._flow.on_dtmf(digit)
         if actions:
             self._stop_speech(drop=True)
@@ -372,16 +378,14 @@ class LocalDuplexEngine:
                 self._emit(Metric("duplex_pause_after_onset_ms", d.at_ms + 20.0 - d.onset_ms))
         elif isinstance(d, Resume):
             self._emit(Metric(f"duplex_resume_{d.kind.value}", 1.0))
-            cut, self._cut = self._cut, None
-            if cut is not None and not self._ended:
-                resumed = resumption(cut, self._fed_ms)
-                if resumed.sentences:
-                    self._queue(resumed.sentences, resumed.ready)
+            self._resume_cut()
         elif isinstance(d, Backchannel):
             self._backchannel()
         elif isinstance(d, Yield):
-            self._stop_speech(drop=True)
-            self._cut = None
+            # The cut speech is kept until the caller's words are known: words
+            # the flow cannot use (side talk, someone in the room) give the
+            # floor back to it (`_release_held`), anything else drops it.
+            self._stop_speech(drop=False)  # (or keeps what an earlier pause cut)
             self._emit(Metric("duplex_yield_after_onset_ms", d.at_ms + 20.0 - d.onset_ms))
         else:
             self._answer(d, item.text.strip())
@@ -404,31 +408,60 @@ class LocalDuplexEngine:
 
     def _answer(self, d: Answer, text: str) -> None:
         self._emit(Metric(f"duplex_endpoint_{d.rule}_ms", d.silence_ms))
-        if not text or self._flow is None or self._ended:
+        if self._flow is None or self._ended:
+            return
+        if not text:  # sound over the agent with no words in it: carry on
+            self._resume_cut()
             return
         self._emit(UserTranscript(text, final=True, end_ms=d.at_ms - d.silence_ms))
-        self._cut = None
-        if self._held is not None:  # the caller went on after a pause: one answer
-            text, self._held = f"{self._held[0]} {text}", None
-        elif self._flow.would_only_reprompt(text):
-            # Likely the start of a sentence ("hi, ..."): wait before re-prompting.
-            self._held = (text, d.at_ms + REPROMPT_HOLD_MS)  # on the worker's clock
-            return
-        self._reply(text)
+        # Likely the start of a sentence ("hi, ..."), or, over our speech, words
+        # not meant for us: wait before re-prompting (`engines.hold`); if the
+        # caller goes on, one answer for the whole.
+        # Faint words over our speech, or before the caller has said anything
+        # we could use, are the room's (`_quiet`): if the flow cannot use them
+        # either, they are not answered.
+        not_for_us = self._quiet(d) and (self._cut is not None or not self._caller_answered)
+        answer = self._hold.words(text, d.at_ms, None,  # on the worker's clock
+                                  reprompt_only=self._flow.would_only_reprompt,
+                                  overlapped=not_for_us)  # fmt: skip
+        if answer is not None:
+            self._cut = None
+            self._reply(answer[0])
+
+    def _quiet(self, d: Answer) -> bool:
+        """Words far below a talker's level: turned away from the phone, or
+        someone else in the room. Loud words we cannot use are an interruption
+        we did not understand, and get the flow's re-prompt."""
+        return d.level_db is not None and d.level_db < _NOT_FOR_US_LEVEL_DB
 
     def _release_held(self) -> None:
-        held, worker = self._held, self._worker
-        if held is None or worker is None or self._ended:
+        worker = self._worker
+        if worker is None or self._ended:
             return
-        # Decided on the speech thread's clock: under load it lags the feed,
-        # and words it has not heard yet must still join these.
-        if worker.now_ms < held[1] or worker.policy.state is not State.LISTEN:
-            return  # not yet, or the caller is talking again
-        self._held = None
-        self._reply(held[0])
+        # On the speech thread's clock (see `engines.hold`).
+        held = self._hold.release(worker.now_ms,
+                                  caller_talking=worker.policy.state is not State.LISTEN)
+        if held is None:
+            return
+        if held.overlapped:
+            # Words not for us that the flow cannot use: carry on as we were.
+            self._emit(Metric("overlap_not_for_agent", 1.0))
+            self._resume_cut()
+            return
+        self._cut = None
+        self._reply(held.text)
+
+    def _resume_cut(self) -> None:
+        """Pick up the speech an overlap cut (`engines.resume`), if any."""
+        cut, self._cut = self._cut, None
+        if cut is not None and not self._ended:
+            resumed = resumption(cut, self._fed_ms)
+            if resumed.sentences:
+                self._queue(resumed.sentences, resumed.ready)
 
     def _reply(self, text: str) -> None:
         assert self._flow is not None
+        self._caller_answered = True
         actions = self._flow.on_user_text(text, True)
         if actions:
             self._stop_speech(drop=True)

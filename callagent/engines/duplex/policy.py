@@ -19,7 +19,8 @@ Overlap classes (`Overlap`): echo and background speech (quieter than the
 caller's own level by `background_margin_db`) never start an overlap; a
 short run of backchannel words resumes; side talk ("honey", "one sec") with
 no question to us resumes; anything long, wordy, a stop word or a question
-is an interruption.
+is an interruption. Which words are backchannels or stop words, and the
+bare "stop" rule: `engines.overlap_words` (vocabulary `DUPLEX`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from callagent.engines.overlap_words import DUPLEX, bare_stop
+
 __all__ = [
-    "BACKCHANNELS",
-    "STOP_WORDS",
     "Answer",
     "Backchannel",
     "Decision",
@@ -48,11 +49,6 @@ __all__ = [
 ]
 
 FRAME_MS: Final = 20.0
-BACKCHANNELS: Final = frozenset({"uh-huh", "uh", "huh", "mm-hm", "mhm", "mm", "hm", "yeah", "yes",
-                                 "yep", "right", "okay", "ok", "sure", "got", "it", "i", "see",
-                                 "alright", "oh", "all"})  # fmt: skip
-STOP_WORDS: Final = frozenset({"stop", "wait", "no", "sorry", "actually", "excuse", "agent",
-                               "human", "representative", "hold"})  # fmt: skip
 SIDE_TALK: Final = frozenset({"honey", "sweetie", "kids", "mom", "dad", "sec", "second",
                               "minute", "later"})  # fmt: skip
 QUESTION_STARTS: Final = frozenset({"what", "when", "where", "why", "how", "who", "which", "can",
@@ -69,13 +65,6 @@ def _words(text: str) -> list[str]:
 
 DIGIT_WORDS: Final = frozenset({"zero", "oh", "one", "two", "three", "four", "five", "six",
                                 "seven", "eight", "nine"})  # fmt: skip
-
-
-def _says_nothing(text: str) -> bool:
-    """No words but backchannels (or a lone "stop": pocketsphinx's "uh-huh"). "Can I
-    ..." in a short first burst is the start of a question: no quick resume."""
-    words = _words(text)
-    return words == ["stop"] or all(w in BACKCHANNELS for w in words)
 
 
 def completeness(text: str, min_digits: int = 0) -> int:
@@ -129,6 +118,7 @@ class Answer:
     at_ms: float
     silence_ms: float
     rule: str  # which endpoint rule fired: complete | neutral | incomplete | cap
+    level_db: float | None = None  # mean level of the turn's speech frames, dBFS
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +183,11 @@ class PolicyConfig:
     backchannel_quiet_ms: float = 300.0
     backchannel_every_ms: float = 4000.0
     background_margin_db: float = 10.0
+    # Before the caller has spoken there is no level of theirs to compare with;
+    # to start an overlap, assume a typical phone talker's level (the test
+    # clips: -20 dBFS) so that distant voices and a TV do not cut the greeting.
+    # Not used while we listen, so a quiet caller is still heard and learned.
+    assumed_caller_level_db: float = -22.0
 
 
 _MOVES: Final[dict[State, frozenset[State]]] = {
@@ -216,6 +211,12 @@ class _Run:
     speech_ms: float = 0.0
     last_speech_ms: float = 0.0
     text: str = ""
+    level_sum_db: float = 0.0
+    level_frames: int = 0
+
+    @property
+    def level_db(self) -> float | None:
+        return self.level_sum_db / self.level_frames if self.level_frames else None
 
 
 @dataclass
@@ -292,7 +293,7 @@ class TurnPolicy:
             return [self._yield(f, run, paused=True)]
         quick = (run.speech_ms <= c.quick_resume_speech_ms
                  and self._quiet_ms >= c.quick_resume_quiet_ms
-                 and _says_nothing(run.text))  # fmt: skip
+                 and self._says_nothing(run))  # fmt: skip
         if quick or self._quiet_ms >= c.resume_quiet_ms:
             kind = self._classify(run)
             self._run = None
@@ -304,6 +305,10 @@ class TurnPolicy:
 
     def _background(self, f: FrameIn) -> bool:
         ref = self.caller_level_db
+        if ref is None and self.state is State.SPEAKING:
+            # Only for starting an overlap: inside one, a talker's quieter
+            # syllables must still count, or the run breaks up into "quiet".
+            ref = self.config.assumed_caller_level_db
         return ref is not None and f.level_db < ref - self.config.background_margin_db
 
     def _begin(self, f: FrameIn, state: State) -> None:
@@ -316,6 +321,8 @@ class TurnPolicy:
         if counted and self._run is not None:
             self._run.speech_ms += FRAME_MS
             self._run.last_speech_ms = f.t_ms
+            self._run.level_sum_db += f.level_db
+            self._run.level_frames += 1
             if self.state is State.USER_TALKING:
                 ema = self.caller_level_db
                 self.caller_level_db = f.level_db if ema is None else 0.95 * ema + 0.05 * f.level_db
@@ -323,18 +330,23 @@ class TurnPolicy:
     def _is_interruption(self, run: _Run) -> bool:
         return self._classify(run) is Overlap.INTERRUPTION
 
+    def _says_nothing(self, run: _Run) -> bool:
+        """No words but backchannels, or a bare "stop". "Can I ..." in a short
+        first burst is the start of a question: no quick resume."""
+        words = _words(run.text)
+        return DUPLEX.says_nothing(words) or bare_stop(
+            words, run.speech_ms, self.config.quick_resume_speech_ms)  # fmt: skip
+
     def _classify(self, run: _Run) -> Overlap:
         c = self.config
         words = _words(run.text)
-        # pocketsphinx hears a short "uh-huh" as "stop": alone in a short burst
-        # it is no stop word (a "stop" that goes on to say more still is).
-        bare_stop = words == ["stop"] and run.speech_ms <= c.quick_resume_speech_ms
-        if (any(w in STOP_WORDS for w in words) and not bare_stop) or (
-                words and words[0] in QUESTION_STARTS and len(words) >= 3):  # fmt: skip
+        stop = DUPLEX.has_stop_word(words) and not bare_stop(
+            words, run.speech_ms, c.quick_resume_speech_ms)  # fmt: skip
+        if stop or (words and words[0] in QUESTION_STARTS and len(words) >= 3):
             return Overlap.INTERRUPTION
         if any(w in SIDE_TALK for w in words):
             return Overlap.SIDE_TALK
-        content = [w for w in words if w not in BACKCHANNELS]
+        content = DUPLEX.content(words)
         if len(content) >= c.interrupt_words:
             return Overlap.INTERRUPTION
         if words and not content and run.speech_ms < c.backchannel_max_ms:
@@ -346,7 +358,7 @@ class TurnPolicy:
         return Overlap.NOISE if not words else Overlap.BACKCHANNEL
 
     def _yield(self, f: FrameIn, run: _Run, paused: bool) -> Yield:
-        reason = "stop_word" if any(w in STOP_WORDS for w in _words(run.text)) else "speech"
+        reason = "stop_word" if DUPLEX.has_stop_word(_words(run.text)) else "speech"
         self._move(State.USER_TALKING)
         return Yield(f.t_ms, run.onset_ms, reason if paused else reason + ":unpaused")
 
@@ -370,7 +382,7 @@ class TurnPolicy:
             return []
         self._run = None
         self._move(State.RESPONDING)
-        return [Answer(f.t_ms, silence, rule)]
+        return [Answer(f.t_ms, silence, rule, run.level_db)]
 
     def _move(self, to: State) -> None:
         if to is not self.state and to not in _MOVES[self.state]:
