@@ -123,6 +123,7 @@ class DialResult:
     machine_cpu_s: float       # every process on the machine (PostgreSQL and others too)
     double_dials: int
     unfinished: int
+    peak_in_progress: int = 0  # calls in progress at the fake at once, at most (cap check)
 
     @property
     def calls_per_s(self) -> float:
@@ -180,6 +181,7 @@ def run_dialers(url: str, campaign_id: int, dialers: int, *, batch: int, paralle
             own, busy = _own_cpu() - own0, machine_busy_seconds() - busy0
             creates = list(fake.creates)
             per_key = fake.creates_per_key()
+            peak = fake.max_in_progress[str(campaign_id)]
     finally:
         sink.engine.dispose()
     engine = create_engine(sync_url(url))
@@ -197,7 +199,7 @@ def run_dialers(url: str, campaign_id: int, dialers: int, *, batch: int, paralle
     return DialResult(dialers, len(creates), wall, span, {str(k): int(v) for k, v in
                                                           workers.items()},
                       cpu, own, busy, sum(n - 1 for n in per_key.values() if n > 1),
-                      int(unfinished))
+                      int(unfinished), peak)
 
 
 async def _import(url: str, key: str, lines: Iterator[str], spec: CampaignSpec,
@@ -243,17 +245,23 @@ def _machine() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench dialer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contacts", type=int, default=100_000, help="rows imported and checked")
+    parser.add_argument("--contacts", type=int, default=100_000,
+                        help="rows imported and checked (default %(default)s)")
     parser.add_argument("--calls", type=int, default=100_000,
-                        help="contacts dialed per dialer count (at most --contacts)")
-    parser.add_argument("--dialers", default="1,2,4", help="dialer process counts, e.g. 1,2,4")
+                        help="contacts dialed per dialer count, at most --contacts "
+                             "(default %(default)s)")
+    parser.add_argument("--dialers", default="1,2,4",
+                        help="dialer process counts (default %(default)s)")
     parser.add_argument("--pg-url", default=DEFAULT_PG,
                         help="a PostgreSQL server to create the benchmark database on")
-    parser.add_argument("--cap", type=int, default=200, help="campaign max concurrent calls")
-    parser.add_argument("--batch", type=int, default=50, help="dialer.batch_size")
-    parser.add_argument("--parallel", type=int, default=8, help="dialer.parallel_creates")
+    parser.add_argument("--cap", type=int, default=200,
+                        help="campaign max concurrent calls (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=50,
+                        help="dialer.batch_size (default %(default)s)")
+    parser.add_argument("--parallel", type=int, default=8,
+                        help="dialer.parallel_creates (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=3600.0,
-                        help="seconds allowed for one dialing run")
+                        help="seconds allowed for one dialing run (default %(default)s)")
     args = parser.parse_args(argv)
     counts = [int(x) for x in args.dialers.split(",") if x.strip()]
     if args.contacts < 1 or not 1 <= args.calls <= args.contacts or not counts or min(counts) < 1:
@@ -299,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             others = r.machine_cpu_s - r.cpu_s - r.fake_cpu_s
             print(f"  CPU over the run ({r.wall_s:.0f} s, {os.cpu_count()} CPUs): dialers "
                   f"{r.cpu_s:.0f} s, fake Twilio + sink {r.fake_cpu_s:.0f} s, everything else "
-                  f"(PostgreSQL, other users) {others:.0f} s")
+                  f"(PostgreSQL, other users) {others:.0f} s; peak calls in progress "
+                  f"{r.peak_in_progress} (cap {args.cap})")
         return 0
     finally:
         with psycopg.connect(_conninfo(args.pg_url), autocommit=True) as conn:

@@ -11,12 +11,19 @@ One ``tick()``:
 3. **Claims**: for each running campaign, up to ``cap - in flight`` due contacts
    (``store.claim_due_contacts``: the cap holds across every dialer).
 
-Each held contact: an attempt left in ``placing`` is *reconciled* first; otherwise the
-pre-dial gate (``eligibility.check_eligibility``) runs and the contact is skipped with its
-reasons (rescheduled when time cures them) or dialed: the attempt (idempotency key
-``<contact>:<attempt>``) is committed in state ``placing`` **before** ``calls.create``, and
-the call sid is recorded after. The answered call reaches ``/twilio/voice?call_id=&agent=``
-like an inbound one, with the campaign's agent.
+**A pass** over the held contacts (``batch`` holds its queries): one read finds the
+contacts with an attempt left in ``placing`` (each is *reconciled* first, concurrently with
+the rest), and for the others the DNC entries and the recent attempts of their numbers. The
+pre-dial gate (``eligibility.check_eligibility``) then runs on each, in memory; a dial
+counts against the number's caps for the contacts after it in the pass. The skips are
+stored in one transaction with their reasons (rescheduled when time cures them; DNC hits
+audited in it). The dials' attempts (idempotency key ``<contact>:<attempt>``) are all
+committed in state ``placing`` in one transaction **before** the first ``calls.create``
+(a contact whose claim was lost meanwhile is not dialed); then the creates go out,
+``parallel_creates`` at a time, and what they return (sids, refusals, creates withdrawn
+unsent) is recorded as it comes, a group per transaction. A failed transaction leaves its
+contacts to the lease: claims expire, ``placing`` attempts are reconciled. The answered call
+reaches ``/twilio/voice?call_id=&agent=`` like an inbound one, with the campaign's agent.
 
 **Reconciliation rule** (an attempt found in ``placing`` after its lease expired: the dialer
 died, or lost Twilio's answer, between recording the attempt and recording the sid):
@@ -60,7 +67,7 @@ import os
 import signal
 import socket
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Final
@@ -68,7 +75,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from callagent.campaigns import store
+from callagent.campaigns import batch, store
 from callagent.call.records import AuditRecord
 from callagent.campaigns.eligibility import InMemoryDnc, SkipReason, check_eligibility
 from callagent.campaigns.store import ClaimedContact, LostClaim, StoredCampaign
@@ -91,6 +98,8 @@ _DNC_REASONS: Final = frozenset({SkipReason.INTERNAL_DNC, SkipReason.NATIONAL_DN
 log = logging.getLogger(__name__)
 
 _CLOCK_SLACK: Final = timedelta(seconds=5)
+# how long the create results of a pass may wait to be recorded together
+_GROUP_WAIT: Final = timedelta(milliseconds=20)
 
 
 def worker_id(configured: str = "") -> str:
@@ -152,9 +161,7 @@ class Dialer:
                     s, campaign.id, campaign.spec.max_concurrent_calls, worker=self.worker,
                     now=now, lease=self.lease, limit=self.batch_size)
             held.extend((campaign, c) for c in claimed)
-        async with self.sessions() as s:    # the DNC entries of the numbers held, no more
-            dnc = await store.load_dnc(s, [c.e164 for _, c in held])
-        await asyncio.gather(*(self._handle(campaign, c, dnc) for campaign, c in held))
+        await self._pass(held)
         if now >= self._next_sweep:
             self._next_sweep = now + min(self.stale_after, timedelta(minutes=1))
             moved += await self._sweep_stale(now)
@@ -202,7 +209,7 @@ class Dialer:
                 moved = 0
             if until_idle and moved == 0:
                 async with self.sessions() as s:
-                    if await store.pending_work(s) == 0:
+                    if await store.pending_work(s, at_most=1) == 0:
                         return
             if moved == 0:
                 try:
@@ -210,66 +217,151 @@ class Dialer:
                 except TimeoutError:
                     pass
 
-    # --- one contact -----------------------------------------------------------------------
+    # --- one pass over the held contacts -----------------------------------------------------
 
-    async def _handle(
-        self, campaign: StoredCampaign | None, contact: ClaimedContact, dnc: InMemoryDnc,
-    ) -> None:
-        try:
-            if campaign is None:        # recovered from a campaign that is no longer running
+    async def _pass(self, held: list[tuple[StoredCampaign | None, ClaimedContact]]) -> None:
+        """Reconcile the contacts with an open attempt; check the others and skip or dial
+        them in batches (see the module's **A pass**)."""
+        gone = [c for campaign, c in held if campaign is None]
+        if gone:                        # recovered from a campaign that is no longer running
+            try:
                 async with self.sessions.begin() as s:
-                    await store.release_claim(s, contact.id, worker=self.worker)
-                return
-            async with self.sessions() as s:
-                open_attempt = await store.open_attempt(s, contact.id)
-            if open_attempt is not None:
-                await self._reconcile(campaign, contact, open_attempt)
-            else:
-                await self._check_and_dial(campaign, contact, dnc)
+                    for contact in gone:
+                        await store.release_claim(s, contact.id, worker=self.worker)
+            except Exception:
+                log.exception("dialer %s: could not give back %d claims; their leases will "
+                              "expire", self.worker, len(gone))
+        live = [(campaign, c) for campaign, c in held if campaign is not None]
+        if not live:
+            return
+        now = self.clock()
+        async with self.sessions() as s:
+            open_ = await batch.open_attempts(s, [c.id for _, c in live])
+            fresh = [(campaign, c) for campaign, c in live if c.id not in open_]
+            dnc = await store.load_dnc(s, [c.e164 for _, c in fresh])   # these numbers' only
+            day_starts = {c.id: _local_day_start(c, now) for _, c in fresh}
+            times = await batch.attempt_times(
+                s, {c.e164 for _, c in fresh},
+                since=min([*day_starts.values(), now - timedelta(days=1)]))
+        done = await asyncio.gather(
+            self._check_and_dial(fresh, dnc, times, day_starts, now),
+            *(self._guarded(c.id, self._reconcile(campaign, c, open_[c.id]))
+              for campaign, c in live if c.id in open_),
+            return_exceptions=True)         # every part ends before the pass does
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _guarded(self, contact_id: int, work: Awaitable[None]) -> None:
+        try:
+            await work
         except LostClaim as exc:
             log.info("dialer %s: %s", self.worker, exc)
         except Exception:
             log.exception("dialer %s: contact %s failed; its lease will expire",
-                          self.worker, contact.id)
+                          self.worker, contact_id)
 
     async def _check_and_dial(
-        self, campaign: StoredCampaign, contact: ClaimedContact, dnc: InMemoryDnc,
+        self, fresh: list[tuple[StoredCampaign, ClaimedContact]], dnc: InMemoryDnc,
+        times: dict[str, list[datetime]], day_starts: dict[int, datetime], now: datetime,
     ) -> None:
-        if self._stop.is_set():         # shutting down: the claim is given back by run()
+        if self._stop.is_set() or not fresh:    # shutting down: claims go back in run()
             return
-        now = self.clock()
-        async with self.sessions() as s:
-            today, recent = await store.attempt_counts(
-                s, contact.e164, since_day_start=_local_day_start(contact, now), now=now)
-        verdict = check_eligibility(
-            contact, campaign.spec, now, state=campaign.state, dnc=dnc,
-            attempts_today=today, attempts_total=contact.attempts, recent_attempts=recent)
-        if not verdict.ok:
+        skips: list[tuple[int, batch.Skip]] = []
+        dials: list[tuple[StoredCampaign, ClaimedContact]] = []
+        for campaign, contact in fresh:
+            today, recent = batch.counts_for(times[contact.e164],
+                                             since_day_start=day_starts[contact.id], now=now)
+            verdict = check_eligibility(
+                contact, campaign.spec, now, state=campaign.state, dnc=dnc,
+                attempts_today=today, attempts_total=contact.attempts, recent_attempts=recent)
+            if verdict.ok:
+                dials.append((campaign, contact))
+                times[contact.e164].append(now)     # a second contact with this number
+            else:
+                skips.append((campaign.id, batch.Skip(contact.id, tuple(verdict.reasons),
+                                                      verdict.next_window_start)))
+        if skips:
+            campaign_of = {skip.contact_id: cid for cid, skip in skips}
             async with self.sessions.begin() as s:
-                await store.record_skip(s, contact.id, verdict.reasons, verdict.next_window_start,
-                                        worker=self.worker, now=now)
-                lists = [r.value for r in verdict.reasons if r in _DNC_REASONS]
-                if lists:
-                    # A do-not-call hit is a compliance event: audited in the same
-                    # transaction as the skip (the number itself stays out of the log).
-                    await append_audit(s, [AuditRecord(
-                        DNC_HIT, "dialer", now, None,
-                        {"campaign_id": campaign.id, "contact_id": contact.id, "lists": lists})])
-            return
-        if self._stop.is_set():
+                done = await batch.record_skips(s, [k for _, k in skips], worker=self.worker,
+                                                now=now)
+                # A do-not-call hit is a compliance event: audited in the same transaction
+                # as the skip (the number itself stays out of the log).
+                hits = [AuditRecord(DNC_HIT, "dialer", now, None, {
+                    "campaign_id": campaign_of[k.contact_id], "contact_id": k.contact_id,
+                    "lists": [r.value for r in k.reasons if r in _DNC_REASONS]})
+                    for k in done if _DNC_REASONS.intersection(k.reasons)]
+                if hits:
+                    await append_audit(s, hits)
+        if not dials or self._stop.is_set():
             return
         now = self.clock()
-        async with self.sessions.begin() as s:
-            attempt = await store.begin_attempt(s, contact.id, worker=self.worker, now=now,
-                                                lease=self.lease)
-        await self._place(campaign, contact, attempt, lease_from=now)
+        async with self.sessions.begin() as s:     # committed before any create
+            attempts, lost = await batch.begin_attempts(
+                s, [c.id for _, c in dials], worker=self.worker, now=now, lease=self.lease)
+        for contact_id in lost:
+            log.info("dialer %s: contact %s is no longer held; not dialed", self.worker,
+                     contact_id)
+        await self._dial([(campaign, c, attempts[c.id]) for campaign, c in dials
+                          if c.id in attempts], lease_from=now)
 
-    async def _place(
-        self, campaign: StoredCampaign, contact: ClaimedContact, attempt: CallAttempt, *,
+    async def _dial(
+        self, items: list[tuple[StoredCampaign, ClaimedContact, batch.Attempt]], *,
         lease_from: datetime,
     ) -> None:
+        """Create the calls, ``parallel_creates`` at a time; record what they returned in
+        groups, one transaction each, one group at a time. A group is recorded once it has
+        ``parallel_creates`` results, when no create is left, or ``_GROUP_WAIT`` after the
+        recorder started on it, whichever comes first (a sid waits that little longer to be
+        known; until then the call is found and adopted by reconciliation, as before)."""
+        loop = asyncio.get_running_loop()
+        results: list[batch.CreateResult] = []
+        grew = asyncio.Event()
+        waiting = len(items)                # creates whose result has not come yet
+        recorder: asyncio.Task[None] | None = None
+
+        async def record() -> None:
+            while results:
+                until = loop.time() + _GROUP_WAIT.total_seconds()
+                while len(results) < self.parallel_creates and waiting and loop.time() < until:
+                    grew.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(grew.wait(), until - loop.time())
+                group = results[:]
+                results.clear()
+                await self._record(group)
+
+        async def one(campaign: StoredCampaign, contact: ClaimedContact,
+                      attempt: batch.Attempt) -> None:
+            nonlocal recorder, waiting
+            try:
+                result = await self._create(campaign, contact, attempt, lease_from=lease_from)
+            except Exception:
+                log.exception("dialer %s: attempt %s failed; it is reconciled after the lease",
+                              self.worker, attempt.idempotency_key)
+                result = None
+            finally:
+                waiting -= 1
+                grew.set()
+            if result is not None:
+                results.append(result)
+                if recorder is None or recorder.done():
+                    recorder = asyncio.create_task(record())
+
+        try:
+            await asyncio.gather(*(one(*item) for item in items))
+        finally:
+            if recorder is not None:
+                await recorder
+
+    async def _create(
+        self, campaign: StoredCampaign, contact: ClaimedContact, attempt: batch.Attempt, *,
+        lease_from: datetime,
+    ) -> batch.CreateResult | None:
         """Send the create only while the lease (renewed at ``lease_from``) still has
-        ``2 * rest_timeout_s`` to run, so no create can reach Twilio after it expired."""
+        ``2 * rest_timeout_s`` to run, so no create can reach Twilio after it expired.
+        None: no answer from Twilio (the attempt is reconciled after the lease)."""
         spec = campaign.spec
         query = urlencode({"call_id": attempt.call_id, "agent": spec.agent_profile,
                            "campaign": campaign.id, "attempt": attempt.idempotency_key})
@@ -293,21 +385,30 @@ class Dialer:
                     send_before=deadline,
                 )
         except TwilioRestError as exc:       # refused: no call exists
-            async with self.sessions.begin() as s:
-                await store.record_place_failure(s, attempt.id, str(exc), now=self.clock())
-            return
+            return batch.Refused(attempt.id, str(exc))
         except DeadlinePassed as exc:        # certainly not sent: undo the attempt
-            async with self.sessions.begin() as s:
-                withdrawn = await store.withdraw_attempt(s, attempt.id, worker=self.worker)
-            log.info("dialer %s: attempt %s not sent (%s)%s", self.worker,
-                     attempt.idempotency_key, exc, ", withdrawn" if withdrawn else "")
-            return
+            log.info("dialer %s: attempt %s not sent (%s)", self.worker,
+                     attempt.idempotency_key, exc)
+            return batch.NotSent(attempt.id)
         except TwilioUnavailable as exc:     # unknown: reconcile after the lease
             log.warning("dialer %s: attempt %s unconfirmed (%s); reconciling after the lease",
                         self.worker, attempt.idempotency_key, exc)
+            return None
+        return batch.Placed(attempt.id, placed.sid)
+
+    async def _record(self, results: list[batch.CreateResult]) -> None:
+        """One transaction. If it fails, the attempts stay ``placing``: after the lease they
+        are reconciled (a created call is adopted, a call never created is dialed)."""
+        try:
+            async with self.sessions.begin() as s:
+                withdrawn = await batch.record_results(s, results, worker=self.worker,
+                                                       now=self.clock())
+        except Exception:
+            log.exception("dialer %s: could not record %d create results; their attempts "
+                          "are reconciled after the lease", self.worker, len(results))
             return
-        async with self.sessions.begin() as s:
-            await store.mark_placed(s, attempt.id, placed.sid, now=self.clock())
+        if withdrawn:
+            log.info("dialer %s: withdrew %d attempts not sent", self.worker, len(withdrawn))
 
     async def _reconcile(
         self, campaign: StoredCampaign, contact: ClaimedContact, attempt: CallAttempt,
@@ -335,7 +436,9 @@ class Dialer:
         async with self.sessions.begin() as s:
             now = self.clock()
             await store.renew_lease(s, contact.id, worker=self.worker, now=now, lease=self.lease)
-        await self._place(campaign, contact, attempt, lease_from=now)
+        result = await self._create(campaign, contact, batch.Attempt.of(attempt), lease_from=now)
+        if result is not None:
+            await self._record([result])
 
 
 def _local_day_start(contact: ClaimedContact, now: datetime) -> datetime:

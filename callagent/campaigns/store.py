@@ -19,6 +19,8 @@ Rules the dialer relies on (see ``dialer.py`` for the loop):
   ``idempotency_key`` = ``"<contact id>:<attempt no>"`` and unique (contact, attempt no))
   in state ``placing`` and is committed *before* the REST call; a second dialer can
   never create the same attempt again.
+
+``batch.py`` applies the attempt rules to a whole dialer pass in a few statements.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -357,7 +359,28 @@ class ClaimedContact:
     attempts: int
 
 
-def _claimed(row: Contact) -> ClaimedContact:
+class _ContactFields(Protocol):
+    """A ``Contact`` row or a row of ``_CLAIMED_COLUMNS``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def campaign_id(self) -> int: ...
+    @property
+    def e164(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def timezones(self) -> str: ...
+    @property
+    def consent_type(self) -> str | None: ...
+    @property
+    def consent_at(self) -> datetime | None: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+def _claimed(row: _ContactFields) -> ClaimedContact:
     return ClaimedContact(
         id=row.id, campaign_id=row.campaign_id, e164=row.e164, name=row.name,
         timezones=tuple(json.loads(row.timezones)),
@@ -366,11 +389,17 @@ def _claimed(row: Contact) -> ClaimedContact:
     )
 
 
+_CLAIMED_COLUMNS: Final = (Contact.id, Contact.campaign_id, Contact.e164, Contact.name,
+                           Contact.timezones, Contact.consent_type, Contact.consent_at,
+                           Contact.attempts)
+
+
 async def claim_due_contacts(
     s: AsyncSession, campaign_id: int, cap: int, *, worker: str, now: datetime,
     lease: timedelta, limit: int,
 ) -> list[ClaimedContact]:
-    """Claim up to ``min(limit, cap - in flight)`` due contacts (see the module rules)."""
+    """Claim up to ``min(limit, cap - in flight)`` due contacts (see the module rules): the
+    rows are locked (SKIP LOCKED) and read, then claimed in one UPDATE."""
     if s.get_bind().dialect.name == "postgresql":
         await s.execute(
             text("SELECT pg_advisory_xact_lock(:cls, :cid)"),
@@ -384,8 +413,8 @@ async def claim_due_contacts(
     free = min(limit, cap - in_flight)
     if free <= 0:
         return []
-    rows = list(await s.scalars(
-        select(Contact)
+    rows = (await s.execute(
+        select(*_CLAIMED_COLUMNS)
         .where(
             Contact.campaign_id == campaign_id,
             Contact.state == ContactState.PENDING,
@@ -394,10 +423,12 @@ async def claim_due_contacts(
         .order_by(Contact.next_attempt_at, Contact.id)
         .limit(free)
         .with_for_update(skip_locked=True)
-    ))
-    for row in rows:
-        row.state, row.claimed_by, row.lease_until = ContactState.CLAIMED, worker, now + lease
-    await s.flush()
+    )).all()
+    if rows:
+        await s.execute(
+            update(Contact).where(Contact.id.in_([r.id for r in rows]))
+            .values(state=ContactState.CLAIMED, claimed_by=worker, lease_until=now + lease)
+            .execution_options(synchronize_session=False))
     return [_claimed(r) for r in rows]
 
 
@@ -480,14 +511,17 @@ async def campaign_progress(s: AsyncSession, campaign_id: int, *, now: datetime)
     )
 
 
-async def pending_work(s: AsyncSession) -> int:
-    """Contacts of running campaigns not yet finished (pending, claimed or in a call)."""
-    return await s.scalar(
-        select(func.count()).select_from(Contact).join(Campaign).where(
-            Campaign.state == CampaignState.RUNNING.value,
-            Contact.state.in_((ContactState.PENDING, *IN_FLIGHT)),
-        )
-    ) or 0
+async def pending_work(s: AsyncSession, *, at_most: int | None = None) -> int:
+    """Contacts of running campaigns not yet finished (pending, claimed or in a call);
+    counted up to ``at_most`` (``at_most=1``: is there any? without counting a large
+    campaign's every row)."""
+    unfinished = select(Contact.id).join(Campaign).where(
+        Campaign.state == CampaignState.RUNNING.value,
+        Contact.state.in_((ContactState.PENDING, *IN_FLIGHT)),
+    )
+    if at_most is not None:
+        unfinished = unfinished.limit(at_most)
+    return await s.scalar(select(func.count()).select_from(unfinished.subquery())) or 0
 
 
 async def attempt_counts(
@@ -674,14 +708,19 @@ def campaign_outcome(outcome: CallOutcome | None) -> str:
     return "answered" if outcome is None else outcome.value
 
 
+def _after(attempts: int, spec: CampaignSpec, outcome: CallOutcome | None,
+           now: datetime) -> tuple[str, datetime | None]:
+    """A contact's (state, next attempt) once its attempt number ``attempts`` closed."""
+    if outcome is None or attempts >= spec.max_attempts:
+        return ContactState.DONE, None
+    return ContactState.PENDING, now + spec.retry_delay(outcome)
+
+
 def _schedule(contact: Contact, spec: CampaignSpec, outcome: CallOutcome | None,
               now: datetime) -> None:
-    if outcome is None or contact.attempts >= spec.max_attempts:
-        _release(contact, ContactState.DONE)
-        contact.next_attempt_at = None
-    else:
-        _release(contact, ContactState.PENDING)
-        contact.next_attempt_at = now + spec.retry_delay(outcome)
+    state, next_attempt_at = _after(contact.attempts, spec, outcome, now)
+    _release(contact, state)
+    contact.next_attempt_at = next_attempt_at
 
 
 async def _spec_of(s: AsyncSession, campaign_id: int) -> CampaignSpec:
@@ -734,9 +773,12 @@ async def stale_placed_attempts(
 async def apply_status_events(s: AsyncSession, *, now: datetime, limit: int = 200) -> int:
     """Close placed attempts whose terminal status callback arrived (``call_status_events``,
     written by ``/twilio/status``), with who answered (``answered_by_of``). Safe from
-    several dialers (SKIP LOCKED)."""
+    several dialers (SKIP LOCKED). Up to ``limit`` attempts in a few statements: the
+    attempts, who answered the calls whose callback does not say, their contacts (locked in
+    id order) and campaigns, then one UPDATE of each table."""
     rows = (await s.execute(
-        select(CallAttempt.id, CallStatusEvent.status, CallStatusEvent.answered_by,
+        select(CallAttempt.id, CallAttempt.call_sid, CallAttempt.contact_id,
+               CallAttempt.campaign_id, CallStatusEvent.status, CallStatusEvent.answered_by,
                CallStatusEvent.duration_s)
         .join(CallStatusEvent, CallStatusEvent.call_sid == CallAttempt.call_sid)
         .where(CallAttempt.status == AttemptStatus.PLACED,
@@ -745,16 +787,51 @@ async def apply_status_events(s: AsyncSession, *, now: datetime, limit: int = 20
         .limit(limit)
         .with_for_update(of=CallAttempt, skip_locked=True)
     )).all()
-    done: set[int] = set()
-    for attempt_id, status, answered_by, duration in rows:
-        if attempt_id in done:
-            continue
-        done.add(attempt_id)
-        attempt = await s.get_one(CallAttempt, attempt_id)
-        if answered_by is None and attempt.call_sid is not None:
-            answered_by = await answered_by_of(s, attempt.call_sid)
-        await record_attempt_outcome(
-            s, attempt_id, status, answered_by=answered_by, duration_s=duration, now=now
-        )
-    return len(done)
+    closing = {row.id: row for row in reversed(rows)}      # the first event of each wins
+    if not closing:
+        return 0
+    answered = await _answered_by_many(s, sorted(
+        {r.call_sid for r in closing.values() if r.answered_by is None and r.call_sid}))
+    tries: dict[int, int] = dict((await s.execute(
+        select(Contact.id, Contact.attempts)
+        .where(Contact.id.in_(sorted({r.contact_id for r in closing.values()})))
+        .order_by(Contact.id).with_for_update())).all())
+    specs = {cid: spec_from_json(raw) for cid, raw in (await s.execute(
+        select(Campaign.id, Campaign.spec).where(
+            Campaign.id.in_(sorted({r.campaign_id for r in closing.values()}))))).all()}
+    ended: list[dict[str, Any]] = []
+    contacts: list[dict[str, Any]] = []
+    for row in sorted(closing.values(), key=lambda r: r.id):
+        answered_by = row.answered_by
+        if answered_by is None and row.call_sid is not None:
+            answered_by = answered.get(row.call_sid)
+        outcome = outcome_of(row.status, answered_by)
+        ended.append({"id": row.id, "status": AttemptStatus.ENDED, "ended_at": now,
+                      "outcome": campaign_outcome(outcome), "answered_by": answered_by,
+                      "duration_s": row.duration_s})
+        state, next_attempt_at = _after(tries[row.contact_id], specs[row.campaign_id],
+                                        outcome, now)
+        contacts.append({"id": row.contact_id, "state": state, "claimed_by": None,
+                         "lease_until": None, "next_attempt_at": next_attempt_at})
+    await s.execute(update(CallAttempt), ended)
+    await s.execute(update(Contact), contacts)
+    return len(closing)
 
+
+async def _answered_by_many(s: AsyncSession, call_sids: Sequence[str]) -> dict[str, str]:
+    """``answered_by_of`` for many calls (those with no answer left out)."""
+    if not call_sids:
+        return {}
+    found: dict[str, str] = dict((await s.execute(
+        select(AmdVerdict.call_sid, AmdVerdict.answered_by)
+        .where(AmdVerdict.call_sid.in_(call_sids)))).all())
+    rest = [sid for sid in call_sids if sid not in found]
+    if rest:
+        for sid, by in (await s.execute(
+                select(CallStatusEvent.call_sid, CallStatusEvent.answered_by)
+                .where(CallStatusEvent.call_sid.in_(rest),
+                       CallStatusEvent.answered_by.is_not(None))
+                .order_by(CallStatusEvent.id))).all():
+            if by is not None:
+                found.setdefault(sid, by)
+    return found
