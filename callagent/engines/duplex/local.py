@@ -87,10 +87,6 @@ FRAME = 160  # 20 ms at 8 kHz
 CHUNK_FRAMES = 10  # the 200 ms chunk: partials reach the controller this often
 PREROLL_FRAMES = 10
 _IDLE_CHECK_MS = 200.0
-# Unusable words over our speech quieter than this (mean of their frames' dBFS)
-# are not meant for us. A caller at the test clips' -20 dBFS measures about -30
-# on this scale; side talk turned away, 12 dB down, about -42.
-_NOT_FOR_US_LEVEL_DB = -36.0
 # What we say as a backchannel while the caller talks at length (in turn).
 BACKCHANNEL_WORDS = ("Mhm.", "Okay.", "I see.", "Right.")  # each under 0.6 s in piper's voice
 
@@ -429,10 +425,12 @@ class LocalDuplexEngine:
             self._reply(answer[0])
 
     def _quiet(self, d: Answer) -> bool:
-        """Words far below a talker's level: turned away from the phone, or
-        someone else in the room. Loud words we cannot use are an interruption
-        we did not understand, and get the flow's re-prompt."""
-        return d.level_db is not None and d.level_db < _NOT_FOR_US_LEVEL_DB
+        """Words far below a talker's level (the controller's `faint_level_db`):
+        turned away from the phone, or someone else in the room. Loud words we
+        cannot use are an interruption we did not understand: re-prompted."""
+        worker = self._worker
+        return (worker is not None and d.level_db is not None
+                and d.level_db < worker.policy.config.faint_level_db)  # fmt: skip
 
     def _release_held(self) -> None:
         worker = self._worker

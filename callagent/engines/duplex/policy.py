@@ -183,11 +183,12 @@ class PolicyConfig:
     backchannel_quiet_ms: float = 300.0
     backchannel_every_ms: float = 4000.0
     background_margin_db: float = 10.0
-    # Before the caller has spoken there is no level of theirs to compare with;
-    # to start an overlap, assume a typical phone talker's level (the test
-    # clips: -20 dBFS) so that distant voices and a TV do not cut the greeting.
-    # Not used while we listen, so a quiet caller is still heard and learned.
-    assumed_caller_level_db: float = -22.0
+    # Before the caller has spoken there is no level of theirs to compare with:
+    # an overlap whose speech frames average below this (dBFS) neither pauses
+    # nor interrupts us (a TV, someone across the room). A caller at the test
+    # clips' -20 dBFS averages about -30 on this scale, side talk 12 dB down
+    # about -39. Only over our speech: while we listen, a quiet caller is heard.
+    faint_level_db: float = -35.0
 
 
 _MOVES: Final[dict[State, frozenset[State]]] = {
@@ -278,9 +279,11 @@ class TurnPolicy:
         assert run is not None
         self._count(f, counted)
         if self.state is State.OVERLAP:
-            if self._is_interruption(run):
+            faint = self._faint(run)
+            if not faint and self._is_interruption(run):
                 return [self._yield(f, run, paused=False)]
-            if f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms and self._quiet_ms == 0.0:
+            if (not faint and f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms
+                    and self._quiet_ms == 0.0):  # fmt: skip
                 self._move(State.PAUSED)
                 self._paused_at = f.t_ms
                 return [Pause(f.t_ms, run.onset_ms)]
@@ -305,11 +308,12 @@ class TurnPolicy:
 
     def _background(self, f: FrameIn) -> bool:
         ref = self.caller_level_db
-        if ref is None and self.state is State.SPEAKING:
-            # Only for starting an overlap: inside one, a talker's quieter
-            # syllables must still count, or the run breaks up into "quiet".
-            ref = self.config.assumed_caller_level_db
         return ref is not None and f.level_db < ref - self.config.background_margin_db
+
+    def _faint(self, run: _Run) -> bool:
+        """Before the caller has spoken, a run far below a talker's level."""
+        level = run.level_db
+        return self.caller_level_db is None and level is not None and level < self.config.faint_level_db
 
     def _begin(self, f: FrameIn, state: State) -> None:
         votes = sum(self._window)
