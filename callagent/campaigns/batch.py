@@ -40,6 +40,7 @@ from callagent.campaigns.store import (
     ContactState,
     _release,
     _schedule,
+    _skip,
     spec_from_json,
     withdraw_attempt,
 )
@@ -171,22 +172,8 @@ async def record_skips(
         row = contacts.get(skip.contact_id)
         if row is None or row.state != ContactState.CLAIMED or row.claimed_by != worker:
             continue
-        codes = ",".join(r.value for r in skip.reasons)
-        row.skip_reason = codes
         done.append(skip)
-        if skip.next_attempt_at is not None:
-            _release(row, ContactState.PENDING)
-            row.next_attempt_at = skip.next_attempt_at
-            continue
-        no = row.attempts + 1
-        s.add(CallAttempt(
-            campaign_id=row.campaign_id, contact_id=row.id, attempt_no=no,
-            idempotency_key=f"{row.id}:{no}", e164=row.e164, call_id=str(uuid.uuid4()),
-            worker=worker, status=AttemptStatus.SKIPPED, skip_reason=codes, created_at=now,
-            ended_at=now,
-        ))
-        _release(row, ContactState.SKIPPED)
-        row.next_attempt_at = None
+        _skip(s, row, skip.reasons, skip.next_attempt_at, worker=worker, now=now)
     await s.flush()
     return done
 

@@ -554,6 +554,14 @@ async def record_skip(
     """A waiting skip reschedules the contact; a final one (``next_attempt_at`` None)
     closes it with a ``skipped`` attempt row carrying the reasons."""
     row = await s.get_one(Contact, contact_id, with_for_update=True)
+    _skip(s, row, reasons, next_attempt_at, worker=worker, now=now)
+
+
+def _skip(
+    s: AsyncSession, row: Contact, reasons: Sequence[SkipReason],
+    next_attempt_at: datetime | None, *, worker: str, now: datetime,
+) -> None:
+    """``record_skip`` on a loaded, locked row (also ``batch.record_skips``)."""
     codes = ",".join(r.value for r in reasons)
     row.skip_reason = codes
     if next_attempt_at is not None:
