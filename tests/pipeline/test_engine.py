@@ -34,6 +34,7 @@ from callagent.engines.base import (
 )
 from callagent.engines.pipeline.engine import PipelineEngine
 from callagent.engines.pipeline.sentences import split_first_clause, split_sentences
+from callagent.engines.pipeline.turns import TurnConfig
 from callagent.engines.pipeline.models import PipelineModels, shared_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,6 +218,13 @@ def speech_onset_ms(samples: np.ndarray) -> float:
     return 20.0 * int(np.argmax(loud))
 
 
+def speech_length_ms(samples: np.ndarray) -> float:
+    """From the first to the last 20 ms frame above -40 dBFS."""
+    frames = samples[: len(samples) // 160 * 160].reshape(-1, 160).astype(np.float64)
+    loud = np.flatnonzero(np.sqrt((frames**2).mean(axis=1)) > 330)
+    return 20.0 * float(loud[-1] - loud[0] + 1)
+
+
 async def test_caller_barging_in_on_the_menu_interrupts_it(
     profile: AgentProfile, models: PipelineModels
 ) -> None:
@@ -278,14 +286,18 @@ async def test_a_short_yes_over_the_menu_is_a_backchannel_and_the_agent_resumes(
     run = await run_call(engine, silence(30.0), when=menu_playing,
                          then=np.concatenate([words, silence(5.0)]))  # fmt: skip
     done = run.of(AgentTurnDone)
-    # Either it never interrupted, or it picked up again where it was cut, and
-    # soon: decided on the audio clock within 700 ms of the cut (the quick rule
-    # takes ~300 ms; when the recogniser's last guess was not a backchannel, the
-    # utterance's end decides, ~500 ms; scripts/bench turns measures what is heard).
+    # Either it never interrupted, or it picked up again where it was cut, on
+    # this burst: the quick rule decides ~300 ms after the cut; when the
+    # recogniser's last guess was not a backchannel, the utterance's end does,
+    # after `after_barge_in_ms` of silence (CI once saw 860 ms, which is that
+    # rule). How fast is a benchmark's business (scripts/bench turns); here
+    # the bound only says which rule may fire: the burst, then the end-of-turn
+    # silence, then the VAD's ~150 ms run-end lag.
     if run.of(Interrupt):
         assert len(done) == 2 and done[1].text.endswith("How can I help?")
         [resumed_after] = run.metric("barge_in_resumed_after_ms")
-        assert 0 < resumed_after <= 700
+        latest = speech_length_ms(words) + TurnConfig().after_barge_in_ms + 300
+        assert 0 < resumed_after <= latest, (resumed_after, latest)
     assert not any("didn't catch" in d.text for d in done)  # "yes" was not taken as an answer
 
 
