@@ -62,10 +62,18 @@ class RepromptHold(Generic[T]):
         None when it is held. What to answer is (words, record of the first
         words): these words after the held ones, with the held ones' record,
         when the caller went on after a pause; else these words and `first`.
-        `reprompt_only` is asked only when nothing is held."""
+        `reprompt_only` is asked when nothing is held, and when the held words
+        were overlapped: words not meant for us that more unusable words
+        follow stay held, together, and keep the first words' record."""
         held, self._held = self._held, None
         if held is not None:
-            return f"{held.text} {text}", held.first
+            joined = f"{held.text} {text}"
+            if held.overlapped and reprompt_only(joined):
+                # Still nothing the flow can use after words not meant for us
+                # (a TV, side talk going on): the same talk, held as such.
+                self._held = Held(joined, held.first, at_ms + self.hold_ms, True)
+                return None
+            return joined, held.first
         if reprompt_only(text):
             self._held = Held(text, first, at_ms + self.hold_ms, overlapped)
             return None

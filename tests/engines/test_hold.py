@@ -38,6 +38,26 @@ def test_a_caller_who_goes_on_gets_one_answer_from_the_first_words() -> None:
     assert asked == [] and hold.held is None  # joined words are answered, never held again
 
 
+def test_words_not_for_us_that_go_on_unusable_stay_held_together() -> None:
+    # Background talk over the agent: "else is", then "list", then "let list stop".
+    hold: RepromptHold[str] = RepromptHold(hold_ms=900.0)
+    unusable = only("else is", "else is list", "else is list let list stop")
+    assert hold.words("else is", 1000.0, "f1", reprompt_only=unusable, overlapped=True) is None
+    assert hold.words("list", 2500.0, "f2", reprompt_only=unusable) is None
+    assert hold.held == Held("else is list", "f1", 3400.0, True)
+    assert hold.words("let list stop", 4000.0, "f3", reprompt_only=unusable) is None
+    assert hold.release(4899.0, caller_talking=False) is None  # the hold runs from the last words
+    assert hold.release(4900.0, caller_talking=False) == Held("else is list let list stop", "f1", 4900.0, True)
+
+
+def test_words_not_for_us_then_words_the_flow_can_use_are_answered_together() -> None:
+    hold: RepromptHold[str] = RepromptHold()
+    hold.words("hi", 1000.0, "f1", reprompt_only=only("hi"), overlapped=True)
+    assert hold.words("change my address", 1500.0, "f2", reprompt_only=only("hi")) == (
+        "hi change my address", "f1")  # fmt: skip
+    assert hold.held is None
+
+
 def test_held_words_are_released_on_the_given_clock_once_the_caller_is_quiet() -> None:
     hold: RepromptHold[str] = RepromptHold(hold_ms=900.0)
     hold.words("hi", 1000.0, "f1", reprompt_only=only("hi"))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from callagent.engines.overlap_words import DUPLEX, bare_stop
+from callagent.engines.phrase_ends import ends_mid_phrase
 
 __all__ = [
     "Answer",
@@ -53,9 +54,8 @@ SIDE_TALK: Final = frozenset({"honey", "sweetie", "kids", "mom", "dad", "sec", "
                               "minute", "later"})  # fmt: skip
 QUESTION_STARTS: Final = frozenset({"what", "when", "where", "why", "how", "who", "which", "can",
                                     "could", "is", "are", "do", "does", "will", "would"})  # fmt: skip
-INCOMPLETE_ENDS: Final = frozenset({"and", "or", "but", "so", "because", "the", "a", "an", "to",
-                                    "of", "for", "in", "on", "at", "with", "my", "your", "our",
-                                    "um", "uh", "er", "like", "is", "number", "from"})  # fmt: skip
+# Beyond the shared mid-phrase endings (`engines.phrase_ends`).
+INCOMPLETE_ENDS: Final = frozenset({"number"})
 _WORD = re.compile(r"[a-z][a-z'-]*|[0-9]+")
 
 
@@ -79,7 +79,9 @@ def completeness(text: str, min_digits: int = 0) -> int:
         if digits >= min_digits:
             return 1
         return -1
-    if words[-1] in INCOMPLETE_ENDS or words[-1].isdigit() and len(words) < 3:
+    if ends_mid_phrase(words) or words[-1] in INCOMPLETE_ENDS:
+        return -1
+    if words[-1].isdigit() and len(words) < 3:
         return -1
     if words[0] in QUESTION_STARTS or len(words) >= 4:
         return 1
@@ -183,12 +185,20 @@ class PolicyConfig:
     backchannel_quiet_ms: float = 300.0
     backchannel_every_ms: float = 4000.0
     background_margin_db: float = 10.0
-    # Before the caller has spoken there is no level of theirs to compare with:
-    # an overlap whose speech frames average below this (dBFS) neither pauses
-    # nor interrupts us (a TV, someone across the room). A caller at the test
-    # clips' -20 dBFS averages about -30 on this scale, side talk 12 dB down
-    # about -39. Only over our speech: while we listen, a quiet caller is heard.
+    # Before the caller has spoken there is no level of theirs to compare with.
+    # An overlap whose speech frames average below this (dBFS) is faint: a TV,
+    # someone across the room, or a quiet caller (a caller at -28 dBFS active
+    # level averages -36 to -44 here over the first 200 ms, as low as side
+    # talk from a louder one: level alone cannot tell them apart). A faint
+    # overlap still pauses us on time, but only words make it an interruption
+    # (a stop word, a question, `interrupt_words` words); if none come within
+    # faint_resume_ms of the pause, we resume, and speech no louder than it
+    # (faint_floor_margin_db) is the room's until the caller has spoken or the
+    # line has been quiet for faint_floor_quiet_ms.
     faint_level_db: float = -35.0
+    faint_resume_ms: float = 800.0
+    faint_floor_margin_db: float = 6.0
+    faint_floor_quiet_ms: float = 2000.0
 
 
 _MOVES: Final[dict[State, frozenset[State]]] = {
@@ -231,6 +241,8 @@ class TurnPolicy:
     _paused_at: float = 0.0
     _last_backchannel_ms: float = -1e9
     _backchannelled: bool = False  # in this pause already
+    _room_floor_db: float | None = None  # faint speech below this is the room's (see config)
+    _silent_ms: float = 0.0  # no speech on the line at all (the VAD's), for the room floor
     min_digits: int = 0  # the agent asked for a number this long (0: not a number)
 
     # ---- inputs --------------------------------------------------------------------
@@ -252,6 +264,9 @@ class TurnPolicy:
 
     def frame(self, f: FrameIn) -> list[Decision]:
         c = self.config
+        self._silent_ms = 0.0 if f.speech else self._silent_ms + FRAME_MS
+        if self._silent_ms >= c.faint_floor_quiet_ms:
+            self._room_floor_db = None  # the room went quiet
         counted = f.speech and not f.echo and not self._background(f)
         self._window.append(counted)
         self._quiet_ms = 0.0 if counted else self._quiet_ms + FRAME_MS
@@ -279,11 +294,9 @@ class TurnPolicy:
         assert run is not None
         self._count(f, counted)
         if self.state is State.OVERLAP:
-            faint = self._faint(run)
-            if not faint and self._is_interruption(run):
+            if not self._faint(run) and self._is_interruption(run):
                 return [self._yield(f, run, paused=False)]
-            if (not faint and f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms
-                    and self._quiet_ms == 0.0):  # fmt: skip
+            if f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms and self._quiet_ms == 0.0:
                 self._move(State.PAUSED)
                 self._paused_at = f.t_ms
                 return [Pause(f.t_ms, run.onset_ms)]
@@ -292,8 +305,18 @@ class TurnPolicy:
                 self._move(State.SPEAKING)  # a blip: never stopped
             return []
         # PAUSED
-        if self._is_interruption(run):
+        faint = self._faint(run)
+        decided = self._by_words(run) if faint else self._classify(run)
+        if decided is Overlap.INTERRUPTION:
             return [self._yield(f, run, paused=True)]
+        if faint and f.t_ms - self._paused_at >= c.faint_resume_ms:
+            # Faint talk with no words for us: the room's. Talk on over it.
+            level = run.level_db
+            assert level is not None  # faint means it has a level
+            self._room_floor_db = level + c.faint_floor_margin_db
+            self._run = None
+            self._move(State.SPEAKING)
+            return [Resume(f.t_ms, Overlap.SIDE_TALK)]
         quick = (run.speech_ms <= c.quick_resume_speech_ms
                  and self._quiet_ms >= c.quick_resume_quiet_ms
                  and self._says_nothing(run))  # fmt: skip
@@ -308,7 +331,12 @@ class TurnPolicy:
 
     def _background(self, f: FrameIn) -> bool:
         ref = self.caller_level_db
-        return ref is not None and f.level_db < ref - self.config.background_margin_db
+        if ref is not None:
+            return f.level_db < ref - self.config.background_margin_db
+        floor = self._room_floor_db
+        # Only over our speech: while we listen, a quiet caller is heard.
+        over_us = self.state in (State.SPEAKING, State.OVERLAP, State.PAUSED)
+        return over_us and floor is not None and f.level_db < floor
 
     def _faint(self, run: _Run) -> bool:
         """Before the caller has spoken, a run far below a talker's level."""
@@ -341,18 +369,26 @@ class TurnPolicy:
         return DUPLEX.says_nothing(words) or bare_stop(
             words, run.speech_ms, self.config.quick_resume_speech_ms)  # fmt: skip
 
-    def _classify(self, run: _Run) -> Overlap:
-        c = self.config
+    def _by_words(self, run: _Run) -> Overlap | None:
+        """What the words alone make of an overlap, if anything."""
         words = _words(run.text)
         stop = DUPLEX.has_stop_word(words) and not bare_stop(
-            words, run.speech_ms, c.quick_resume_speech_ms)  # fmt: skip
+            words, run.speech_ms, self.config.quick_resume_speech_ms)  # fmt: skip
         if stop or (words and words[0] in QUESTION_STARTS and len(words) >= 3):
             return Overlap.INTERRUPTION
         if any(w in SIDE_TALK for w in words):
             return Overlap.SIDE_TALK
-        content = DUPLEX.content(words)
-        if len(content) >= c.interrupt_words:
+        if len(DUPLEX.content(words)) >= self.config.interrupt_words:
             return Overlap.INTERRUPTION
+        return None
+
+    def _classify(self, run: _Run) -> Overlap:
+        by_words = self._by_words(run)
+        if by_words is not None:
+            return by_words
+        c = self.config
+        words = _words(run.text)
+        content = DUPLEX.content(words)
         if words and not content and run.speech_ms < c.backchannel_max_ms:
             return Overlap.BACKCHANNEL
         if run.speech_ms >= c.interrupt_ms and content:

@@ -454,7 +454,10 @@ class PipelineEngine:
                                   caller_talking=self._caller_talking)  # fmt: skip
         if held is None or self._flow is None or self._ended:
             return
-        if held.overlapped and self._cut is not None:
+        if held.overlapped:
+            # Words over our speech the flow cannot use, and nothing usable
+            # after them: not meant for us. Carry on as we were (picking up
+            # speech they cut, if any), never a re-prompt over our own turn.
             self._emit(Metric("overlap_not_for_agent", 1.0))
             self._resume_speech(held.release_ms)
             return

@@ -8,7 +8,8 @@ The silence hangover before a turn ends depends on how the partial ends:
 - complete-looking text: `hangover_ms` (default 200 ms: a complete-looking
   request is answered about a third of a second after its last word);
 - a trailing conjunction, preposition, article, possessive or filler
-  ("and", "to", "the", "my", "um"): `incomplete_ms`;
+  ("and", "to", "the", "my", "um"), or a verb that wants its object ("I want
+  to track", `engines.phrase_ends`): `incomplete_ms`;
 - digits being spelled out ("four five ..."), or a carrier phrase before a
   number ("my order number is"): `digits_ms`, since callers pause between
   digit groups;
@@ -29,6 +30,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from callagent.engines.phrase_ends import ends_mid_phrase
+
 __all__ = [
     "HANGOVER_MS",
     "Completeness",
@@ -41,14 +44,9 @@ __all__ = [
 
 FRAME_MS = 20
 
-_CONJUNCTIONS = frozenset(
-    "and or but so because then if that which who when while than".split()
-)
-_FUNCTION = frozenset(
-    "to of for from with at in on by about into the a an my your our their his her its "
-    "is are was were be am it's i'm i'd i i'll we you".split()
-)
-_FILLERS = frozenset("um umm uh uhm er erm ah hmm mm like well".split())
+# Beyond the shared mid-phrase endings (`engines.phrase_ends`): a pronoun or
+# auxiliary at the end ("it's", "i'm", "we") and "well" start more words.
+_OPENERS = frozenset("are was were be am it's i'm i'd i i'll we you well".split())
 _DIGITS = frozenset("zero oh one two three four five six seven eight nine".split())
 # Words a caller takes the floor with before saying what they want.
 _PREAMBLE = frozenset("wait stop actually sorry hold hang excuse listen hey".split())
@@ -70,7 +68,7 @@ def completeness(partial: str) -> Completeness:
     announced = last == "number" or (last == "is" and "number" in words[-3:-1])
     if last in _DIGITS or last.isdigit() or announced:
         return Completeness.DIGITS
-    if last in _CONJUNCTIONS or last in _FUNCTION or last in _FILLERS or last in _PREAMBLE:
+    if ends_mid_phrase(words) or last in _OPENERS or last in _PREAMBLE:
         return Completeness.INCOMPLETE
     return Completeness.COMPLETE
 
