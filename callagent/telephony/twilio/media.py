@@ -8,7 +8,10 @@ never reaches an engine or a model session.
 any non-function as one). The handshake goes through Starlette's
 ``WebSocket``; once accepted, every message (about 70 per call-second) is
 read and written as a bare ASGI event, without the wrapper's per-message
-state checks and its extra layers of coroutines.
+state checks and its extra layers of coroutines. Under our uvicorn protocol
+(``callagent.serving``) it goes shorter still: text messages come in as a
+call from the protocol and go out as a frame written to the socket
+(`DirectChannel`), with the ASGI queue and ``send`` kept for everything else.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callagent.call.records import AuditRecord
 from callagent.call.session import CallSession
+from callagent.serving import DIRECT, DirectChannel
 from callagent.services import Services
 from callagent.telephony.twilio.protocol import TwilioStreamProtocol
 from callagent.telephony.twilio.signature import SignatureVerdict
@@ -73,8 +77,11 @@ async def _admit(ws: WebSocket) -> bool:
 async def _stream(ws: WebSocket, receive: Receive, send: Send) -> None:
     services: Services = ws.app.state.services
     protocol = TwilioStreamProtocol(max_message_bytes=services.settings.media.max_message_bytes)
+    direct: DirectChannel | None = (ws.scope.get("extensions") or {}).get(DIRECT)
 
     async def send_text(text: str) -> None:
+        if direct is not None and direct.send_text(text):
+            return
         try:
             await send({"type": "websocket.send", "text": text})
         except OSError:  # the server's ClientDisconnected, as Starlette reports it
@@ -87,9 +94,6 @@ async def _stream(ws: WebSocket, receive: Receive, send: Send) -> None:
         received = 0
         while True:
             message = await receive()
-            received += 1
-            if received % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
             kind = message["type"]
             if kind == "websocket.receive":
                 text = message.get("text")
@@ -99,6 +103,20 @@ async def _stream(ws: WebSocket, receive: Receive, send: Send) -> None:
                 return
             else:
                 raise RuntimeError(f"unexpected ASGI message {kind!r} on the media stream")
+            # After the feed, never between receive() and feed(): a message the
+            # protocol hands over directly must not overtake one taken from the queue.
+            received += 1
+            if received % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    def deliver(text: str) -> None:  # called by the protocol, inside data_received
+        try:
+            session.receive(text)
+        except Exception:  # as an exception in read() would: the stream ends
+            log.exception("media stream: feeding a message failed")
+            if direct is not None:
+                direct.detach()
+            reader.cancel()
 
     def start_timeout() -> None:
         if session.call is None:
@@ -107,9 +125,13 @@ async def _stream(ws: WebSocket, receive: Receive, send: Send) -> None:
     timer = asyncio.get_running_loop().call_later(START_TIMEOUT_S, start_timeout)
     reader = asyncio.create_task(read())
     ended = asyncio.create_task(session.ended.wait())
+    if direct is not None:
+        direct.attach(deliver)
     try:
         await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        if direct is not None:
+            direct.detach()
         timer.cancel()
         for task in (reader, ended):
             task.cancel()
