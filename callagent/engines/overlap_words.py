@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["DUPLEX", "FLOOR_WORDS", "PIPELINE", "Vocabulary", "bare_stop"]
+__all__ = ["DUPLEX", "FLOOR_WORDS", "PIPELINE", "QUESTION_STARTS", "Vocabulary", "bare_stop"]
 
 # Backchannels both controllers know.
 _BACKCHANNELS = "uh-huh uh huh mm-hm mm hm mhm yeah yes yep ok okay right sure alright oh"
@@ -44,6 +44,10 @@ _STOP_WORDS = "stop wait no sorry actually agent human representative"
 # Words that only take the floor: an utterance of nothing else says nothing
 # yet. "stop" is one too: a bare "uh-huh" heard as "stop" is resumed over.
 FLOOR_WORDS: Final = frozenset("stop wait hold hang on actually sorry excuse me".split())
+# A question's first words: "can you ...", "where is ..." over the agent is a
+# question for it (with three words or more), whoever's level.
+QUESTION_STARTS: Final = frozenset("what when where why how who which can could is are do does "
+                                   "will would".split())  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

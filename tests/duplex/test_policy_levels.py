@@ -9,7 +9,7 @@ from __future__ import annotations
 from callagent.engines.duplex.policy import Answer, Pause, PolicyConfig, Resume, State, Yield
 from tests.duplex.test_policy import Script
 
-FAINT = PolicyConfig().faint_level_db
+FAINT = PolicyConfig().room.faint_level_db
 
 
 def greeting() -> Script:
@@ -26,12 +26,12 @@ def test_faint_talk_without_words_for_us_pauses_then_is_talked_over() -> None:
     [pause] = s.of(Pause)
     assert pause.at_ms + 20 - pause.onset_ms <= c.soft_pause_ms  # on time, as for anyone
     [resume] = s.of(Resume)
-    assert resume.at_ms - pause.at_ms <= c.faint_resume_ms and not s.of(Yield)
+    assert resume.at_ms - pause.at_ms <= c.room.faint_resume_ms and not s.of(Yield)
     assert s.policy.state is State.SPEAKING  # the TV goes on; so do we
     s.out.clear()
     s.run(3000, True, text="let list stop", level=FAINT - 2)  # more of the room, no louder
     assert s.out == []
-    s.run(c.faint_floor_quiet_ms, False)  # the room goes quiet; a later overlap counts again
+    s.run(c.room.floor_quiet_ms, False)  # the room goes quiet; a later overlap counts again
     s.run(600, True, text="um", level=FAINT - 4)
     assert s.of(Pause)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import queue
 import threading
 import time
@@ -76,6 +75,7 @@ from callagent.engines.pipeline.sentences import split_sentences
 from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
 from callagent.engines.hold import RepromptHold
 from callagent.engines.resume import CutSpeech, resumption
+from callagent.engines.room import frame_dbfs
 from callagent.speech.aec import EchoCanceller, ReferenceTimeline
 from callagent.speech.stt_pocketsphinx import PocketsphinxStt, Search
 from callagent.speech.vad import TwoStageVad
@@ -110,11 +110,6 @@ def _aside(pcm: Pcm) -> Pcm:
     loud = np.flatnonzero(np.abs(pcm.samples.astype(np.int32)) > 300)
     samples = pcm.samples[loud[0] : loud[-1] + 1] if len(loud) else pcm.samples
     return Pcm((samples // 2).astype(np.int16), pcm.rate)
-
-
-def _dbfs(frame: npt.NDArray[np.int16]) -> float:
-    energy = float(np.dot(frame, frame.astype(np.float64))) / len(frame)
-    return 10.0 * math.log10(energy / 32768.0**2 + 1e-12)
 
 
 class _Worker(threading.Thread):
@@ -174,7 +169,7 @@ class _Worker(threading.Thread):
         echo = self._aec.process(frame, self._reference.frame(t))
         vad = self._vad.process(echo.clean_8k)
         before = policy.state
-        decisions = policy.frame(FrameIn(t, vad.is_speech, echo.echo, _dbfs(frame)))
+        decisions = policy.frame(FrameIn(t, vad.is_speech, echo.echo, frame_dbfs(frame)))
         in_run = policy.state in (State.USER_TALKING, State.USER_PAUSE, State.OVERLAP,
                                   State.PAUSED)  # fmt: skip
         if in_run and not self._in_utt:
@@ -425,12 +420,12 @@ class LocalDuplexEngine:
             self._reply(answer[0])
 
     def _quiet(self, d: Answer) -> bool:
-        """Words far below a talker's level (the controller's `faint_level_db`):
+        """Words far below a talker's level (`engines.room`'s `faint_level_db`):
         turned away from the phone, or someone else in the room. Loud words we
         cannot use are an interruption we did not understand: re-prompted."""
         worker = self._worker
         return (worker is not None and d.level_db is not None
-                and d.level_db < worker.policy.config.faint_level_db)  # fmt: skip
+                and d.level_db < worker.policy.config.room.faint_level_db)  # fmt: skip
 
     def _release_held(self) -> None:
         worker = self._worker

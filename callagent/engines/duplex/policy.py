@@ -31,8 +31,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from callagent.engines.overlap_words import DUPLEX, bare_stop
+from callagent.engines.overlap_words import DUPLEX, QUESTION_STARTS, bare_stop
 from callagent.engines.phrase_ends import ends_mid_phrase
+from callagent.engines.room import RoomConfig, RoomLevels
 
 __all__ = [
     "Answer",
@@ -52,8 +53,6 @@ __all__ = [
 FRAME_MS: Final = 20.0
 SIDE_TALK: Final = frozenset({"honey", "sweetie", "kids", "mom", "dad", "sec", "second",
                               "minute", "later"})  # fmt: skip
-QUESTION_STARTS: Final = frozenset({"what", "when", "where", "why", "how", "who", "which", "can",
-                                    "could", "is", "are", "do", "does", "will", "would"})  # fmt: skip
 # Beyond the shared mid-phrase endings (`engines.phrase_ends`).
 INCOMPLETE_ENDS: Final = frozenset({"number"})
 _WORD = re.compile(r"[a-z][a-z'-]*|[0-9]+")
@@ -184,21 +183,10 @@ class PolicyConfig:
     backchannel_after_speech_ms: float = 2500.0
     backchannel_quiet_ms: float = 300.0
     backchannel_every_ms: float = 4000.0
-    background_margin_db: float = 10.0
-    # Before the caller has spoken there is no level of theirs to compare with.
-    # An overlap whose speech frames average below this (dBFS) is faint: a TV,
-    # someone across the room, or a quiet caller (a caller at -28 dBFS active
-    # level averages -36 to -44 here over the first 200 ms, as low as side
-    # talk from a louder one: level alone cannot tell them apart). A faint
-    # overlap still pauses us on time, but only words make it an interruption
-    # (a stop word, a question, `interrupt_words` words); if none come within
-    # faint_resume_ms of the pause, we resume, and speech no louder than it
-    # (faint_floor_margin_db) is the room's until the caller has spoken or the
-    # line has been quiet for faint_floor_quiet_ms.
-    faint_level_db: float = -35.0
-    faint_resume_ms: float = 800.0
-    faint_floor_margin_db: float = 6.0
-    faint_floor_quiet_ms: float = 2000.0
+    # Levels: the caller's, faint overlaps before the caller has spoken (they
+    # pause us on time, but only words make them an interruption), the room's
+    # floor after faint talk with no words for us (`engines.room`).
+    room: RoomConfig = RoomConfig()
 
 
 _MOVES: Final[dict[State, frozenset[State]]] = {
@@ -234,16 +222,22 @@ class _Run:
 class TurnPolicy:
     config: PolicyConfig = field(default_factory=PolicyConfig)
     state: State = State.LISTEN
-    caller_level_db: float | None = None  # EMA over the caller's confirmed speech
     _window: deque[bool] = field(default_factory=lambda: deque(maxlen=10))
     _run: _Run | None = None
     _quiet_ms: float = 0.0
     _paused_at: float = 0.0
     _last_backchannel_ms: float = -1e9
     _backchannelled: bool = False  # in this pause already
-    _room_floor_db: float | None = None  # faint speech below this is the room's (see config)
-    _silent_ms: float = 0.0  # no speech on the line at all (the VAD's), for the room floor
+    levels: RoomLevels = field(init=False)
     min_digits: int = 0  # the agent asked for a number this long (0: not a number)
+
+    def __post_init__(self) -> None:
+        self.levels = RoomLevels(self.config.room)
+
+    @property
+    def caller_level_db(self) -> float | None:
+        """An average over the caller's confirmed speech, once they have spoken."""
+        return self.levels.caller_level_db
 
     # ---- inputs --------------------------------------------------------------------
 
@@ -264,10 +258,9 @@ class TurnPolicy:
 
     def frame(self, f: FrameIn) -> list[Decision]:
         c = self.config
-        self._silent_ms = 0.0 if f.speech else self._silent_ms + FRAME_MS
-        if self._silent_ms >= c.faint_floor_quiet_ms:
-            self._room_floor_db = None  # the room went quiet
-        counted = f.speech and not f.echo and not self._background(f)
+        self.levels.frame(f.speech)
+        over_us = self.state in (State.SPEAKING, State.OVERLAP, State.PAUSED)
+        counted = f.speech and not f.echo and not self.levels.background(f.level_db, over_us=over_us)
         self._window.append(counted)
         self._quiet_ms = 0.0 if counted else self._quiet_ms + FRAME_MS
         started = sum(self._window) >= c.start_votes
@@ -294,7 +287,7 @@ class TurnPolicy:
         assert run is not None
         self._count(f, counted)
         if self.state is State.OVERLAP:
-            if not self._faint(run) and self._is_interruption(run):
+            if not self.levels.faint(run.level_db) and self._is_interruption(run):
                 return [self._yield(f, run, paused=False)]
             if f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms and self._quiet_ms == 0.0:
                 self._move(State.PAUSED)
@@ -305,15 +298,14 @@ class TurnPolicy:
                 self._move(State.SPEAKING)  # a blip: never stopped
             return []
         # PAUSED
-        faint = self._faint(run)
+        faint = self.levels.faint(run.level_db)
         decided = self._by_words(run) if faint else self._classify(run)
         if decided is Overlap.INTERRUPTION:
             return [self._yield(f, run, paused=True)]
-        if faint and f.t_ms - self._paused_at >= c.faint_resume_ms:
+        if faint and f.t_ms - self._paused_at >= c.room.faint_resume_ms:
             # Faint talk with no words for us: the room's. Talk on over it.
-            level = run.level_db
-            assert level is not None  # faint means it has a level
-            self._room_floor_db = level + c.faint_floor_margin_db
+            assert run.level_db is not None  # faint means it has a level
+            self.levels.is_the_rooms(run.level_db)
             self._run = None
             self._move(State.SPEAKING)
             return [Resume(f.t_ms, Overlap.SIDE_TALK)]
@@ -329,20 +321,6 @@ class TurnPolicy:
 
     # ---- inside --------------------------------------------------------------------
 
-    def _background(self, f: FrameIn) -> bool:
-        ref = self.caller_level_db
-        if ref is not None:
-            return f.level_db < ref - self.config.background_margin_db
-        floor = self._room_floor_db
-        # Only over our speech: while we listen, a quiet caller is heard.
-        over_us = self.state in (State.SPEAKING, State.OVERLAP, State.PAUSED)
-        return over_us and floor is not None and f.level_db < floor
-
-    def _faint(self, run: _Run) -> bool:
-        """Before the caller has spoken, a run far below a talker's level."""
-        level = run.level_db
-        return self.caller_level_db is None and level is not None and level < self.config.faint_level_db
-
     def _begin(self, f: FrameIn, state: State) -> None:
         votes = sum(self._window)
         onset = f.t_ms - FRAME_MS * (votes - 1)
@@ -356,8 +334,7 @@ class TurnPolicy:
             self._run.level_sum_db += f.level_db
             self._run.level_frames += 1
             if self.state is State.USER_TALKING:
-                ema = self.caller_level_db
-                self.caller_level_db = f.level_db if ema is None else 0.95 * ema + 0.05 * f.level_db
+                self.levels.caller(f.level_db)
 
     def _is_interruption(self, run: _Run) -> bool:
         return self._classify(run) is Overlap.INTERRUPTION

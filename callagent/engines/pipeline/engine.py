@@ -369,7 +369,7 @@ class PipelineEngine:
     def _on_final(self, final: Final) -> None:
         self._caller_talking = False
         self._last_input_ms = self._fed_ms
-        if self._net.stt is not None and final.audio is not None and not final.resume:
+        if self._net.stt is not None and final.audio is not None and not (final.resume or final.room):
             task = asyncio.get_running_loop().create_task(self._transcribe(final))
             self._net_tasks.add(task)
             task.add_done_callback(self._net_tasks.discard)
@@ -396,6 +396,12 @@ class PipelineEngine:
 
     def _on_text(self, final: Final, text: str) -> None:
         if self._closed:
+            return
+        if final.room:
+            # Talk over ours no louder than the room's (`engines.room`): a TV,
+            # someone across the room. Not the caller's words: never answered.
+            self._emit(Metric("overlap_not_for_agent", 1.0))
+            self._resume_speech(final.end_ms + final.hangover_ms)
             return
         text = text.strip()
         if text:

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import soxr
 
 from callagent.engines.pipeline.bargein import BargeInPolicy, Decision
+from callagent.engines.room import frame_dbfs
 from callagent.engines.pipeline.turns import (
     Completeness,
     TurnDetector,
@@ -45,6 +46,7 @@ from callagent.speech.vad import FRAME_SAMPLES, TwoStageVad
 __all__ = ["AgentState", "BargeIn", "Final", "Partial", "SpeechStarted", "SpeechWorker"]
 
 _PREROLL_CHUNKS = 15  # 300 ms of 16 kHz audio
+_ROOM_SHARE = 0.8  # of a turn's speech frames the room's: the turn is not the caller's
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class Final:
     decided_at: float  # perf_counter when the turn end was decided
     resume: bool  # the barge-in policy says this utterance was no interruption
     audio: npt.NDArray[np.int16] | None = None  # the turn at 8 kHz (collect_audio=True)
+    # Most of its speech was the room's over the agent (`engines.room`): a TV,
+    # someone across the room. Not the caller's words.
+    room: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,8 @@ class SpeechWorker:
             maxlen=_PREROLL_CHUNKS
         )
         self._partial = ""
+        self._turn_speech = 0  # this turn's speech frames, and those the room's
+        self._turn_room = 0
         self._echo = echo
         self._in_speech = False
         # With collect_audio, each turn's (cleaned) 8 kHz audio, from 300 ms
@@ -195,6 +202,7 @@ class SpeechWorker:
                 self._preroll8.append(frame)
         if isinstance(event, TurnStarted):
             self._partial = ""
+            self._turn_speech = self._turn_room = 0
             self._post(SpeechStarted(event.start_ms))
             chunks = [*self._preroll, *chunks]
             self._preroll.clear()
@@ -215,7 +223,11 @@ class SpeechWorker:
             agent_speaking=speaking,
             interruptible=interruptible,
             partial=self._partial,
+            level_db=frame_dbfs(frame),
         )
+        if speech and (self._turns.in_turn or isinstance(event, TurnEnded)):
+            self._turn_speech += 1
+            self._turn_room += self._bargein.heard_room
         if decision is not Decision.NONE:
             if decision is Decision.INTERRUPT:
                 self._turns.took_floor()
@@ -230,6 +242,7 @@ class SpeechWorker:
         stt_ms = 1000.0 * (time.perf_counter() - t0)
         self._partial = ""
         text = "" if event.noise else final.text
+        room = self._turn_speech > 0 and self._turn_room >= _ROOM_SHARE * self._turn_speech
         resume = self._bargein.turn_ended(text) is Decision.RESUME
         audio = None
         if self._collect:
@@ -239,5 +252,5 @@ class SpeechWorker:
                 audio = None
         self._post(
             Final(text, event.start_ms, event.end_ms, stt_ms, event.rule, now - event.end_ms,
-                  decided, resume, audio)
+                  decided, resume, audio, room)
         )  # fmt: skip

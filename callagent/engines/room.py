@@ -1,0 +1,93 @@
+"""Loudness over the agent's speech: the caller's level, faint talk, the room. Pure.
+
+Both overlap controllers (the pipeline's barge-in policy and the duplex
+controller) ask the same questions of the line's level:
+
+- has the caller spoken, and at what level (an average over their own turns)?
+  Once known, speech far below it over our speech is background;
+- before that there is nothing to compare with: an overlap whose speech
+  frames average below `faint_level_db` is *faint*. It may be a TV, someone
+  across the room, or a quiet caller: a caller at -28 dBFS active level
+  averages -36 to -44 dBFS here over their first 200 ms, as low as side talk
+  from a louder one, so level alone cannot tell them apart. A faint overlap
+  still stops the agent on time; only words make it an interruption, and if
+  none come within `faint_resume_ms` the agent talks on over it;
+- talk that was judged the room's sets a floor: over our speech, speech no
+  louder than it (`floor_margin_db` above) is the room's too, until the line
+  has had `floor_quiet_ms` without any speech, or the caller has spoken.
+
+No clock here but the frames counted: each controller feeds every 20 ms frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["RoomConfig", "RoomLevels", "frame_dbfs"]
+
+FRAME_MS = 20.0
+
+
+def frame_dbfs(frame: npt.NDArray[np.int16]) -> float:
+    """A frame's level (mean power), dBFS."""
+    energy = float(np.dot(frame, frame.astype(np.float64))) / max(1, len(frame))
+    return 10.0 * math.log10(energy / 32768.0**2 + 1e-12)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomConfig:
+    faint_level_db: float = -35.0  # mean of the frames' dBFS over an overlap's speech
+    faint_resume_ms: float = 800.0  # a faint overlap with no words for us, after the stop
+    floor_margin_db: float = 6.0
+    floor_quiet_ms: float = 2000.0
+    background_margin_db: float = 10.0  # below the caller's own level
+
+    def __post_init__(self) -> None:
+        if self.faint_resume_ms <= 0 or self.floor_quiet_ms <= 0:
+            raise ValueError("faint_resume_ms and floor_quiet_ms must be > 0")
+        if self.floor_margin_db < 0 or self.background_margin_db < 0:
+            raise ValueError("margins must be >= 0 dB")
+
+
+class RoomLevels:
+    """One call's levels. Feed `frame()` every frame, `caller()` with the
+    caller's own speech frames (their turns, not over ours)."""
+
+    def __init__(self, config: RoomConfig = RoomConfig()) -> None:
+        self.config = config
+        self.caller_level_db: float | None = None  # an average over the caller's speech
+        self.floor_db: float | None = None  # the room's talk is below this, over our speech
+        self._silent_ms = 0.0
+
+    def frame(self, speech: bool) -> None:
+        """Every frame: the line's silence ends the room's floor."""
+        self._silent_ms = 0.0 if speech else self._silent_ms + FRAME_MS
+        if self._silent_ms >= self.config.floor_quiet_ms:
+            self.floor_db = None
+
+    def caller(self, level_db: float) -> None:
+        ema = self.caller_level_db
+        self.caller_level_db = level_db if ema is None else 0.95 * ema + 0.05 * level_db
+
+    def background(self, level_db: float, *, over_us: bool) -> bool:
+        """Is a speech frame at `level_db` someone else's? Far below the caller's
+        level; or, over our speech, no louder than the room's floor. While we
+        listen, a quiet caller is heard."""
+        ref = self.caller_level_db
+        if ref is not None:
+            return level_db < ref - self.config.background_margin_db
+        floor = self.floor_db
+        return over_us and floor is not None and level_db < floor
+
+    def faint(self, run_level_db: float | None) -> bool:
+        """Before the caller has spoken, an overlap far below a talker's level."""
+        return (self.caller_level_db is None and run_level_db is not None
+                and run_level_db < self.config.faint_level_db)  # fmt: skip
+
+    def is_the_rooms(self, run_level_db: float) -> None:
+        """A faint overlap proved no interruption: talk at its level is the room's."""
+        self.floor_db = run_level_db + self.config.floor_margin_db
