@@ -29,6 +29,13 @@ from callagent.serving import (
 from tests.e2e.conftest import free_port
 
 
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan of the bare test apps below: start, then wait for shutdown."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
 class _SlowReader:
     """An ASGI app that accepts, waits for ``go``, then reads every message."""
 
@@ -39,10 +46,7 @@ class _SlowReader:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await _lifespan(receive, send)
         assert scope["type"] == "websocket"
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
@@ -142,10 +146,7 @@ class _DirectApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await _lifespan(receive, send)
         channel = scope["extensions"][DIRECT]
         assert isinstance(channel, DirectChannel)
         self.channel = channel
@@ -332,10 +333,7 @@ class _Recorder:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await _lifespan(receive, send)
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
         if self.attach:

@@ -1,0 +1,40 @@
+"""Loudness over the agent's speech (engines/room.py): pure, frame by frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from callagent.engines.room import RoomConfig, RoomLevels, frame_dbfs
+
+
+def test_frame_level_is_its_mean_power() -> None:
+    assert frame_dbfs(np.full(160, 32767, dtype=np.int16)) == pytest.approx(0.0, abs=0.01)
+    assert frame_dbfs(np.full(160, 3277, dtype=np.int16)) == pytest.approx(-20.0, abs=0.01)
+    assert frame_dbfs(np.zeros(160, dtype=np.int16)) < -100
+
+
+def test_faint_only_before_the_caller_has_spoken() -> None:
+    levels = RoomLevels()
+    assert levels.faint(-40.0) and not levels.faint(-30.0) and not levels.faint(None)
+    levels.caller(-40.0)
+    assert not levels.faint(-40.0)  # their own level now decides
+    assert levels.background(-51.0, over_us=False) and not levels.background(-45.0, over_us=True)
+
+
+def test_the_rooms_floor_holds_over_our_speech_until_the_line_is_quiet() -> None:
+    cfg = RoomConfig()
+    levels = RoomLevels(cfg)
+    levels.is_the_rooms(-40.0)
+    assert levels.background(-36.0, over_us=True) and not levels.background(-36.0, over_us=False)
+    assert not levels.background(-30.0, over_us=True)  # louder than the room: someone talking
+    for _ in range(int(cfg.floor_quiet_ms // 20)):
+        levels.frame(False)
+    assert levels.floor_db is None and not levels.background(-36.0, over_us=True)
+
+
+@pytest.mark.parametrize("bad", [{"faint_resume_ms": 0.0}, {"floor_quiet_ms": -1.0},
+                                 {"floor_margin_db": -1.0}, {"background_margin_db": -3.0}])  # fmt: skip
+def test_bad_settings_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        RoomConfig(**bad)  # type: ignore[arg-type]
