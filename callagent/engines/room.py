@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["RoomConfig", "RoomLevels", "frame_dbfs"]
+__all__ = ["RoomConfig", "RoomLevels", "active_level_db", "frame_dbfs"]
 
 FRAME_MS = 20.0
 
@@ -38,6 +38,14 @@ def frame_dbfs(frame: npt.NDArray[np.int16]) -> float:
     return 10.0 * math.log10(energy / 32768.0**2 + 1e-12)
 
 
+def active_level_db(frame_levels_db: list[float]) -> float | None:
+    """The active level of speech frames given their dBFS: their power mean."""
+    if not frame_levels_db:
+        return None
+    power = np.power(10.0, np.asarray(frame_levels_db) / 10.0)
+    return 10.0 * math.log10(float(power.mean()) + 1e-12)
+
+
 @dataclass(frozen=True, slots=True)
 class RoomConfig:
     faint_level_db: float = -35.0  # mean of the frames' dBFS over an overlap's speech
@@ -45,12 +53,26 @@ class RoomConfig:
     floor_margin_db: float = 6.0
     floor_quiet_ms: float = 2000.0
     background_margin_db: float = 10.0  # below the caller's own level
+    # A whole turn's active level (the power mean over its speech frames; the
+    # mean of frame dBFS reads ~13 dB lower over a turn, its pauses included):
+    # a talker at the phone is -19 to -28 dBFS, someone across the room lower.
+    faint_turn_db: float = -32.0
 
     def __post_init__(self) -> None:
         if self.faint_resume_ms <= 0 or self.floor_quiet_ms <= 0:
             raise ValueError("faint_resume_ms and floor_quiet_ms must be > 0")
         if self.floor_margin_db < 0 or self.background_margin_db < 0:
             raise ValueError("margins must be >= 0 dB")
+
+    def below_talker(self, level_db: float | None) -> bool:
+        """Speech whose frames average `level_db` is far below a talker's level:
+        turned away from the phone, or someone else in the room."""
+        return level_db is not None and level_db < self.faint_level_db
+
+    def faint_turn(self, active_level_db: float | None) -> bool:
+        """A turn at `active_level_db` (`active_level_db()`) is far below a
+        talker's level."""
+        return active_level_db is not None and active_level_db < self.faint_turn_db
 
 
 class RoomLevels:
@@ -85,8 +107,7 @@ class RoomLevels:
 
     def faint(self, run_level_db: float | None) -> bool:
         """Before the caller has spoken, an overlap far below a talker's level."""
-        return (self.caller_level_db is None and run_level_db is not None
-                and run_level_db < self.config.faint_level_db)  # fmt: skip
+        return self.caller_level_db is None and self.config.below_talker(run_level_db)
 
     def is_the_rooms(self, run_level_db: float) -> None:
         """A faint overlap proved no interruption: talk at its level is the room's."""

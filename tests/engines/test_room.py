@@ -5,13 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from callagent.engines.room import RoomConfig, RoomLevels, frame_dbfs
+from callagent.engines.room import RoomConfig, RoomLevels, active_level_db, frame_dbfs
 
 
 def test_frame_level_is_its_mean_power() -> None:
     assert frame_dbfs(np.full(160, 32767, dtype=np.int16)) == pytest.approx(0.0, abs=0.01)
     assert frame_dbfs(np.full(160, 3277, dtype=np.int16)) == pytest.approx(-20.0, abs=0.01)
     assert frame_dbfs(np.zeros(160, dtype=np.int16)) < -100
+
+
+def test_a_turns_active_level_is_its_frames_power_mean() -> None:
+    assert active_level_db([]) is None
+    assert active_level_db([-20.0, -20.0]) == pytest.approx(-20.0, abs=1e-6)
+    # Pauses inside the turn barely lower it (the mean of the dBFS would read -45).
+    assert active_level_db([-20.0, -70.0]) == pytest.approx(-23.01, abs=0.01)
+
+
+def test_a_turn_far_below_a_talkers_level_is_faint() -> None:
+    config = RoomConfig()
+    assert config.faint_turn(-36.0)
+    assert not config.faint_turn(-21.0)
+    assert not config.faint_turn(None)  # no speech frames: no level to judge
 
 
 def test_faint_only_before_the_caller_has_spoken() -> None:

@@ -424,8 +424,7 @@ class LocalDuplexEngine:
         turned away from the phone, or someone else in the room. Loud words we
         cannot use are an interruption we did not understand: re-prompted."""
         worker = self._worker
-        return (worker is not None and d.level_db is not None
-                and d.level_db < worker.policy.config.room.faint_level_db)  # fmt: skip
+        return worker is not None and worker.policy.config.room.below_talker(d.level_db)
 
     def _release_held(self) -> None:
         worker = self._worker

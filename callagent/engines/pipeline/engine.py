@@ -431,7 +431,11 @@ class PipelineEngine:
             return
         # Words the flow cannot use wait a moment (`engines.hold`): if the caller
         # goes on, one answer for the whole; if not, a re-prompt, or the cut speech.
-        answer = self._hold.words(text, decided_ms, final, overlapped=overlapped,
+        # Over our speech, only faint words are taken for talk not meant for us
+        # (`engines.room`): loud words we cannot use are an interruption we did
+        # not understand, and get a re-prompt, as in the duplex engine.
+        not_for_us = overlapped and self._bargein_config.room.faint_turn(final.level_db)
+        answer = self._hold.words(text, decided_ms, final, overlapped=not_for_us,
                                   reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
         if answer is None:
             return

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import soxr
 
 from callagent.engines.pipeline.bargein import BargeInPolicy, Decision
-from callagent.engines.room import frame_dbfs
+from callagent.engines.room import active_level_db, frame_dbfs
 from callagent.engines.pipeline.turns import (
     Completeness,
     TurnDetector,
@@ -73,6 +73,9 @@ class Final:
     # Most of its speech was the room's over the agent (`engines.room`): a TV,
     # someone across the room. Not the caller's words.
     room: bool = False
+    # The active level (dBFS) of its speech frames, None without any: far below
+    # a talker's (`engines.room`), words over ours are not meant for us.
+    level_db: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ class SpeechWorker:
         self._partial = ""
         self._turn_speech = 0  # this turn's speech frames, and those the room's
         self._turn_room = 0
+        self._turn_levels: list[float] = []  # this turn's speech frames' dBFS
         self._echo = echo
         self._in_speech = False
         # With collect_audio, each turn's (cleaned) 8 kHz audio, from 300 ms
@@ -203,6 +207,7 @@ class SpeechWorker:
         if isinstance(event, TurnStarted):
             self._partial = ""
             self._turn_speech = self._turn_room = 0
+            self._turn_levels = []
             self._post(SpeechStarted(event.start_ms))
             chunks = [*self._preroll, *chunks]
             self._preroll.clear()
@@ -218,16 +223,18 @@ class SpeechWorker:
         else:
             self._preroll.extend(chunks)
         speaking, interruptible = self._agent_state(now)
+        level_db = frame_dbfs(frame)
         decision = self._bargein.frame(
             speech=speech,
             agent_speaking=speaking,
             interruptible=interruptible,
             partial=self._partial,
-            level_db=frame_dbfs(frame),
+            level_db=level_db,
         )
         if speech and (self._turns.in_turn or isinstance(event, TurnEnded)):
             self._turn_speech += 1
             self._turn_room += self._bargein.heard_room
+            self._turn_levels.append(level_db)
         if decision is not Decision.NONE:
             if decision is Decision.INTERRUPT:
                 self._turns.took_floor()
@@ -243,6 +250,8 @@ class SpeechWorker:
         self._partial = ""
         text = "" if event.noise else final.text
         room = self._turn_speech > 0 and self._turn_room >= _ROOM_SHARE * self._turn_speech
+        level_db = active_level_db(self._turn_levels)
+        self._turn_levels = []
         resume = self._bargein.turn_ended(text) is Decision.RESUME
         audio = None
         if self._collect:
@@ -252,5 +261,5 @@ class SpeechWorker:
                 audio = None
         self._post(
             Final(text, event.start_ms, event.end_ms, stt_ms, event.rule, now - event.end_ms,
-                  decided, resume, audio, room)
+                  decided, resume, audio, room, level_db)
         )  # fmt: skip
