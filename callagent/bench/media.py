@@ -21,7 +21,8 @@ The callers say a speech WAV (looped, with pauses, to S seconds) so the
 fixture engine greets, replies, and gets barged in on; ``--silence`` sends
 silence instead (the greeting is then the only agent audio). Call starts are
 spread at random over ``--stagger`` seconds; the client processes run at nice
-10 so that on a small machine the simulator yields the CPU to the server.
+10 (or, with ``--client-idle``, under SCHED_IDLE) so that on a small machine
+the simulator yields the CPU to the server.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class ClientSpec:
     calls: list[tuple[int, float]]  # (call number, start offset in s)
     deflate: bool = True
     nice: int = 0
+    idle: bool = False  # SCHED_IDLE: the CPU only when the server leaves it idle
 
 
 @dataclass
@@ -188,7 +190,11 @@ class ClientReport:
 
 def _client_main(conn: Connection, spec: ClientSpec) -> None:
     """A client process: reports ready, waits for the start time, runs its calls."""
-    os.nice(spec.nice)  # the simulator must not take the CPU from the server it measures
+    # The simulator must not take the CPU from the server it measures.
+    if spec.idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(spec.nice)
     # run_simulated_call builds its playout from this module global. (setattr:
     # mypy refuses assignments to a class name.)
     setattr(caller_module, "CallerPlayout", ArrivalPlayout)  # noqa: B010
@@ -256,7 +262,7 @@ def _own_cpu_seconds() -> float:
 
 
 def run_clients(base_url: str, wav: Path | None, calls: int, seconds: float, clients: int,
-                stagger_s: float, deflate: bool = True, nice: int = 0,
+                stagger_s: float, deflate: bool = True, nice: int = 0, idle: bool = False,
                 on_start: Callable[[], None] = lambda: None) -> list[ClientReport]:
     """N calls from ``clients`` processes, starting at random moments in the first ``stagger_s``.
 
@@ -270,7 +276,7 @@ def run_clients(base_url: str, wav: Path | None, calls: int, seconds: float, cli
         for c in range(clients):
             mine = [(n, offsets[n]) for n in range(c, calls, clients)]
             parent, child = ctx.Pipe()
-            spec = ClientSpec(base_url, str(wav) if wav else None, seconds, mine, deflate, nice)
+            spec = ClientSpec(base_url, str(wav) if wav else None, seconds, mine, deflate, nice, idle)
             proc = ctx.Process(target=_client_main, args=(child, spec), daemon=True)
             proc.start()
             child.close()
@@ -331,6 +337,7 @@ class MediaResult:
     audio: str
     database: str
     deflate: bool
+    client_priority: str  # "nice N" or "SCHED_IDLE"
     completed: int
     recorded: int  # calls whose metrics the server wrote
     window_s: float
@@ -420,7 +427,7 @@ def run(args: argparse.Namespace) -> MediaResult:
         _say(f"{args.calls} calls x {args.seconds:g} s from {clients} client process(es)")
         reports = run_clients(server.base_url, wav, args.calls, args.seconds, clients,
                               args.stagger, not args.no_deflate,
-                              args.client_nice, start_window)
+                              args.client_nice, args.client_idle, start_window)
         outcomes = [o for r in reports for o in r.calls]
         ids = [o.call_id for o in outcomes if o.call_id]
         metrics = server_call_metrics(server.db_url, ids)
@@ -445,7 +452,9 @@ def run(args: argparse.Namespace) -> MediaResult:
     errors += [f"call {c}: the server recorded no metrics" for c in ids if "late_frames" not in metrics.get(c, {})]
     return MediaResult(
         calls=args.calls, seconds=args.seconds, clients=clients,
-        audio=wav.name if wav else "silence", deflate=not args.no_deflate, database=sa.make_url(server.db_url).get_backend_name(),
+        audio=wav.name if wav else "silence", deflate=not args.no_deflate,
+        client_priority="SCHED_IDLE" if args.client_idle else f"nice {args.client_nice}",
+        database=sa.make_url(server.db_url).get_backend_name(),
         completed=completed, recorded=sum("late_frames" in metrics.get(c, {}) for c in ids),
         window_s=window_s, server_cpu_s=cpu_s, server_system_cpu_s=system - mark["system"],
         idle_window_s=idle_window, idle_cpu_s=idle_cpu,
@@ -517,7 +526,7 @@ def render(r: MediaResult) -> str:
     ]
     head = (
         f"media benchmark: {r.calls} calls x {r.seconds:g} s on one server process, "
-        f"{r.clients} client process{'es' if r.clients > 1 else ''}\n"
+        f"{r.clients} client process{'es' if r.clients > 1 else ''} ({r.client_priority})\n"
         f"caller audio: {r.audio}; permessage-deflate: {'on' if r.deflate else 'off'}; "
         f"database: {r.database}; machine: {r.cores} cores, {r.machine}\n"
     )
@@ -537,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stagger", type=float, default=1.0, help="spread call starts over this many s")
     p.add_argument("--wav", default=str(DEFAULT_WAV), help="what the callers say, looped")
     p.add_argument("--silence", action="store_true", help="callers send silence instead")
+    p.add_argument("--client-idle", action="store_true",
+                   help="run the client processes under SCHED_IDLE (Linux): they get only the CPU "
+                        "the server leaves idle, as Twilio's callers take none of ours")
     p.add_argument("--client-nice", type=int, default=10,
                    help="niceness of the client processes, so they yield the CPU to the server (default 10)")
     p.add_argument("--no-deflate", action="store_true",

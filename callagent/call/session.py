@@ -78,6 +78,10 @@ from callagent.telephony.twilio.protocol import (
 
 log = logging.getLogger(__name__)
 
+# Engine figures (`Metric` with a turn id) that the agent turn's own row keeps
+# too (turns.stt_ms, brain_ms, tts_ms), beside its call_metrics rows.
+TURN_STAGE_METRICS = ("stt_ms", "brain_ms", "tts_ms")
+
 RATE = 8000
 Send = Callable[[str], Awaitable[None]]
 
@@ -130,6 +134,7 @@ class CallSession:
         self._t0: float | None = None
         self._inbound: Resampler | None = None
         self._turns: dict[str, AgentTurn] = {}
+        self._turn_stages: dict[str, dict[str, float]] = {}  # turn id -> TURN_STAGE_METRICS
         self._seq = 0
         self._last_caller_end_ms: float | None = None
         self._wake = asyncio.Event()
@@ -302,6 +307,8 @@ class CallSession:
             submit(AuditRecord(ENGINE_FALLBACK, "system", self.services.now(), call_id,
                                {"engine": getattr(self.engine, "name", "")}))  # fmt: skip
         submit(MetricRecord(call_id, event.name, event.value))
+        if event.turn_id and event.name in TURN_STAGE_METRICS:
+            self._turn_stages.setdefault(event.turn_id, {})[event.name] = event.value
         if event.turn_id:
             # The call-level row above stays the call's latest value (what call
             # readers want); the turn's own row keeps every turn's figure.
@@ -491,6 +498,7 @@ class CallSession:
         self._audit_redactions(turn.seq, "text", text.findings)
         self._audit_redactions(turn.seq, "heard_text", heard_text.findings)
         self._caller_redactor.observe(turn.text)  # context: "what is your card number?"
+        stages = self._turn_stages.pop(turn.turn_id, {})
         self.services.recorder.submit(
             TurnRecord(
                 call_id=self.call.call_id,
@@ -503,6 +511,9 @@ class CallSession:
                 heard_text=heard_text.text,
                 heard_ms=heard,
                 response_latency_ms=turn.latency_ms,
+                stt_ms=stages.get("stt_ms"),
+                brain_ms=stages.get("brain_ms"),
+                tts_ms=stages.get("tts_ms"),
             )
         )
         if turn.latency_ms is not None:

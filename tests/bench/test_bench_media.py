@@ -33,7 +33,7 @@ def figure(out: str, label: str) -> str:
 
 def test_two_short_calls_print_every_figure_and_they_add_up(tmp_path: Path) -> None:
     run = bench("media", "--calls", "2", "--seconds", "2", "--idle-seconds", "1",
-                "--warmup", "0", "--json", str(tmp_path / "media.json"))
+                "--warmup", "0", "--client-idle", "--json", str(tmp_path / "media.json"))
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert figure(out, "calls completed / recorded by server") == "2 / 2 of 2"
@@ -44,6 +44,8 @@ def test_two_short_calls_print_every_figure_and_they_add_up(tmp_path: Path) -> N
 
     r = json.loads((tmp_path / "media.json").read_text())
     assert r["calls"] == r["completed"] == r["recorded"] == 2 and r["errors"] == []
+    assert r["client_priority"] == "SCHED_IDLE" and "(SCHED_IDLE)" in out.splitlines()[
+        next(i for i, line in enumerate(out.splitlines()) if line.startswith("media benchmark:"))]
     # Bounds from physics and bookkeeping, not from speed:
     assert 0 < r["server_cpu_s"] <= r["cores"] * r["window_s"]
     assert r["cpu_per_call_s_raw"] == r["server_cpu_s"] / (2 * 2.0)
