@@ -385,12 +385,12 @@ async def test_a_pause_mid_sentence_draws_no_reply_until_the_sentence_is_done(
 
 
 async def _aside_over_the_menu(
-    profile: AgentProfile, models: PipelineModels, level_db: float
+    profile: AgentProfile, models: PipelineModels, level_db: float,
+    text: str = "Honey, the dog wants to go outside.",
 ) -> tuple[Run, list[str], list[str]]:
-    """Someone says "Honey, the dog wants to go outside." over the menu, at
-    `level_db` dBFS active RMS."""
+    """Someone says `text` over the menu, at `level_db` dBFS active RMS."""
     engine = PipelineEngine(profile, models)
-    aside = models.tts.prompt_8k("Honey, the dog wants to go outside.").samples
+    aside = models.tts.prompt_8k(text).samples
     scaled = set_level(aside.astype(np.float64) / 32768.0, level_db)
     aside = np.clip(np.round(scaled * 32768.0), -32768, 32767).astype(np.int16)
 
@@ -433,3 +433,13 @@ async def test_loud_words_over_the_agent_it_cannot_use_are_re_prompted(
     assert finals, "the words were heard"
     assert not run.metric("overlap_not_for_agent"), (finals, done)
     assert "didn't catch" in done[-1], (finals, done)
+
+
+async def test_a_loud_backchannel_misheard_as_other_words_is_no_interruption(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # "I see" at a talker's level: whatever the recogniser makes of it, a burst
+    # no longer than a backchannel with nothing for the flow is not re-prompted.
+    run, done, finals = await _aside_over_the_menu(profile, models, -20.0, "I see.")
+    assert not any("didn't catch" in d for d in done), (finals, done)
+    assert done[-1].endswith("How can I help?"), (finals, done)

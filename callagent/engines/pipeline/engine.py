@@ -431,10 +431,13 @@ class PipelineEngine:
             return
         # Words the flow cannot use wait a moment (`engines.hold`): if the caller
         # goes on, one answer for the whole; if not, a re-prompt, or the cut speech.
-        # Over our speech, only faint words are taken for talk not meant for us
-        # (`engines.room`): loud words we cannot use are an interruption we did
-        # not understand, and get a re-prompt, as in the duplex engine.
-        not_for_us = overlapped and self._bargein_config.room.faint_turn(final.level_db)
+        # Over our speech, words the flow cannot use are not meant for us when
+        # faint (`engines.room`), or no longer than a backchannel (one we
+        # misheard: "I see" as "i the"). Longer loud words are an interruption
+        # we did not understand, and get a re-prompt.
+        config = self._bargein_config
+        short = final.end_ms - final.start_ms <= config.max_backchannel_ms
+        not_for_us = overlapped and (short or config.room.faint_turn(final.level_db))
         answer = self._hold.words(text, decided_ms, final, overlapped=not_for_us,
                                   reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
         if answer is None:
