@@ -33,8 +33,9 @@ from callagent.engines.base import (
     UserTranscript,
 )
 from callagent.engines.duplex.local import LocalDuplexEngine, _Decided
-from callagent.engines.duplex.policy import Backchannel
+from callagent.engines.duplex.policy import Answer, Backchannel
 from callagent.engines.pipeline.models import PipelineModels, shared_models
+from callagent.engines.resume import CutSpeech
 from tests.realtime.conftest import clip, silence
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,6 +226,41 @@ async def test_a_backchannel_does_not_take_the_turn(
         assert len(d2_texts(line)) == 2 and line.at(AgentTurnDone)[-1] > line.at(Interrupt)[0]
     assert d2_texts(line)
     assert not [u for u in line.of(UserTranscript) if u.final and "uh" in u.text]
+
+
+@pytest.mark.parametrize("said", ["Mm-hm."])
+async def test_a_loud_backchannel_misheard_as_other_words_is_no_interruption(
+    profile: AgentProfile, models: PipelineModels, said: str
+) -> None:
+    # At a talker's level, and whatever the recogniser makes of it ("i city"):
+    # a burst no longer than a backchannel with nothing for the flow is not
+    # re-prompted over the agent's question.
+    line = Line(np.concatenate([opening(), silence(12.0)]), echo_db=-20.0,
+                triggers=[("d2", 800.0, voice(models, said))])  # fmt: skip
+    await run(profile, models, line)
+    assert not [t for t in line.of(AgentTurnDone) if "didn't catch" in t.text], [
+        u.text for u in line.of(UserTranscript) if u.final]
+    assert d2_texts(line)
+    assert not metric(line, "duplex_yield")
+
+
+@pytest.mark.parametrize(("speech_ms", "not_for_us"), [(500.0, True), (1500.0, False)])
+async def test_loud_unusable_words_that_cut_the_agent_are_not_for_it_only_as_short_as_a_backchannel(
+    profile: AgentProfile, models: PipelineModels, speech_ms: float, not_for_us: bool
+) -> None:
+    # The decision itself (the harness above rarely reaches it: the policy
+    # resumes most short bursts first). Held words not for us resume the cut
+    # speech; the others are re-prompted when the hold ends.
+    engine = LocalDuplexEngine(profile, models)
+    await engine.start(CallContext("d1", "inbound", profile.name))
+    try:
+        engine._cut = CutSpeech(0.0, [], [], 0.0)
+        engine._answer(Answer(5000.0, 300.0, "complete", level_db=-20.0, speech_ms=speech_ms),
+                       "i city")
+        held = engine._hold.held
+        assert held is not None and held.overlapped is not_for_us
+    finally:
+        await engine.close()
 
 
 async def test_background_speech_is_ignored(profile: AgentProfile, models: PipelineModels) -> None:

@@ -411,7 +411,12 @@ class LocalDuplexEngine:
         # Faint words over our speech, or before the caller has said anything
         # we could use, are the room's (`_quiet`): if the flow cannot use them
         # either, they are not answered.
-        not_for_us = self._quiet(d) and (self._cut is not None or not self._caller_answered)
+        # So are words that cut us and last no longer than a backchannel: one we
+        # misheard ("mm-hm" as "i'm on"); the pipeline's hold does the same.
+        worker = self._worker
+        short = worker is not None and d.speech_ms <= worker.policy.config.backchannel_max_ms
+        not_for_us = (self._cut is not None and short) or (
+            self._quiet(d) and (self._cut is not None or not self._caller_answered))
         answer = self._hold.words(text, d.at_ms, None,  # on the worker's clock
                                   reprompt_only=self._flow.would_only_reprompt,
                                   overlapped=not_for_us)  # fmt: skip

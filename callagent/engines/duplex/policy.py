@@ -120,6 +120,7 @@ class Answer:
     silence_ms: float
     rule: str  # which endpoint rule fired: complete | neutral | incomplete | cap
     level_db: float | None = None  # mean level of the turn's speech frames, dBFS
+    speech_ms: float = 0.0  # the turn's speech
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +400,7 @@ class TurnPolicy:
             return []
         self._run = None
         self._move(State.RESPONDING)
-        return [Answer(f.t_ms, silence, rule, run.level_db)]
+        return [Answer(f.t_ms, silence, rule, run.level_db, run.speech_ms)]
 
     def _move(self, to: State) -> None:
         if to is not self.state and to not in _MOVES[self.state]:
