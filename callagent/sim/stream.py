@@ -108,6 +108,15 @@ class CallerStream:
         """Send ``voice``'s frames in real time until it is done (then ``stop``) or the
         server hangs up. Each frame is sent at its slot on the call clock, after the marks
         whose audio has played by then are echoed."""
+        try:
+            await self._speak(voice)
+        except websockets.exceptions.ConnectionClosedOK:
+            # The server hung up (a normal close) while a frame was on its way:
+            # the receiver had not seen the close yet. A hang-up, as below.
+            self._closed.set()
+            self.server_closed = True
+
+    async def _speak(self, voice: CallerVoice) -> None:
         ws, peer, playout = self._ws, self._peer, self.playout
         n = 0
         while not voice.done:
