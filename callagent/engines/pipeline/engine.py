@@ -397,9 +397,12 @@ class PipelineEngine:
     def _on_text(self, final: Final, text: str) -> None:
         if self._closed:
             return
-        if final.room:
-            # Talk over ours no louder than the room's (`engines.room`): a TV,
-            # someone across the room. Not the caller's words: never answered.
+        overlapped, self._overlapped = self._overlapped, False
+        if final.room or (overlapped and self._bargein_config.room.faint_turn(final.level_db)):
+            # Talk over ours no louder than the room's, or far below a talker's
+            # (`engines.room`): a TV, someone across the room. Not the caller's
+            # words: never answered, whatever they say (a TV's "goodbye" must
+            # not end the call).
             self._emit(Metric("overlap_not_for_agent", 1.0))
             self._resume_speech(final.end_ms + final.hangover_ms)
             return
@@ -415,7 +418,6 @@ class PipelineEngine:
         turn_id = f"a{self._turn_seq + 1}"  # the reply turn these figures lead to
         self._emit(Metric("stt_ms", final.stt_ms, turn_id))
         self._emit(Metric("endpoint_ms", final.hangover_ms, turn_id))
-        overlapped, self._overlapped = self._overlapped, False
         if final.resume or (overlapped and says_nothing_yet(text)):
             self._resume_speech(decided_ms)
             return  # a backchannel over the agent: not an answer
@@ -431,13 +433,12 @@ class PipelineEngine:
             return
         # Words the flow cannot use wait a moment (`engines.hold`): if the caller
         # goes on, one answer for the whole; if not, a re-prompt, or the cut speech.
-        # Over our speech, words the flow cannot use are not meant for us when
-        # faint (`engines.room`), or no longer than a backchannel (one we
-        # misheard: "I see" as "i the"). Longer loud words are an interruption
-        # we did not understand, and get a re-prompt.
-        config = self._bargein_config
-        short = final.end_ms - final.start_ms <= config.max_backchannel_ms
-        not_for_us = overlapped and (short or config.room.faint_turn(final.level_db))
+        # Over our speech, words the flow cannot use that last no longer than a
+        # backchannel are one we misheard ("I see" as "i the"): not meant for
+        # us. Longer ones (faint ones never get here) are an interruption we did
+        # not understand, and get a re-prompt.
+        short = final.end_ms - final.start_ms <= self._bargein_config.max_backchannel_ms
+        not_for_us = overlapped and short
         answer = self._hold.words(text, decided_ms, final, overlapped=not_for_us,
                                   reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
         if answer is None:
