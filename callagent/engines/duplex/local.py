@@ -404,6 +404,15 @@ class LocalDuplexEngine:
         if not text:  # sound over the agent with no words in it: carry on
             self._resume_cut()
             return
+        worker = self._worker
+        if (self._cut is not None and worker is not None
+                and worker.policy.config.room.faint_turn(d.active_level_db)):  # fmt: skip
+            # Faint words that cut us (`engines.room`, as in the pipeline): the
+            # room's, never transcribed or answered, whatever they say (side
+            # talk heard as "don't call" must not opt the caller out).
+            self._emit(Metric("overlap_not_for_agent", 1.0))
+            self._resume_cut()
+            return
         self._emit(UserTranscript(text, final=True, end_ms=d.at_ms - d.silence_ms))
         # Likely the start of a sentence ("hi, ..."), or, over our speech, words
         # not meant for us: wait before re-prompting (`engines.hold`); if the
@@ -413,7 +422,6 @@ class LocalDuplexEngine:
         # either, they are not answered.
         # So are words that cut us and last no longer than a backchannel: one we
         # misheard ("mm-hm" as "i'm on"); the pipeline's hold does the same.
-        worker = self._worker
         short = worker is not None and d.speech_ms <= worker.policy.config.backchannel_max_ms
         not_for_us = (self._cut is not None and short) or (
             self._quiet(d) and (self._cut is not None or not self._caller_answered))

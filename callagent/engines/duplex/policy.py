@@ -26,6 +26,7 @@ bare "stop" rule: `engines.overlap_words` (vocabulary `DUPLEX`).
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ class Answer:
     rule: str  # which endpoint rule fired: complete | neutral | incomplete | cap
     level_db: float | None = None  # mean level of the turn's speech frames, dBFS
     speech_ms: float = 0.0  # the turn's speech
+    active_level_db: float | None = None  # the power mean of its speech frames, dBFS
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,10 +215,18 @@ class _Run:
     text: str = ""
     level_sum_db: float = 0.0
     level_frames: int = 0
+    power_sum: float = 0.0  # of the same frames, for the active level
 
     @property
     def level_db(self) -> float | None:
         return self.level_sum_db / self.level_frames if self.level_frames else None
+
+    @property
+    def active_level_db(self) -> float | None:
+        """The power mean of the speech frames (`engines.room.active_level_db`)."""
+        if not self.level_frames:
+            return None
+        return 10.0 * math.log10(self.power_sum / self.level_frames + 1e-12)
 
 
 @dataclass
@@ -334,6 +344,7 @@ class TurnPolicy:
             self._run.last_speech_ms = f.t_ms
             self._run.level_sum_db += f.level_db
             self._run.level_frames += 1
+            self._run.power_sum += 10.0 ** (f.level_db / 10.0)
             if self.state is State.USER_TALKING:
                 self.levels.caller(f.level_db)
 
@@ -400,7 +411,7 @@ class TurnPolicy:
             return []
         self._run = None
         self._move(State.RESPONDING)
-        return [Answer(f.t_ms, silence, rule, run.level_db, run.speech_ms)]
+        return [Answer(f.t_ms, silence, rule, run.level_db, run.speech_ms, run.active_level_db)]
 
     def _move(self, to: State) -> None:
         if to is not self.state and to not in _MOVES[self.state]:
