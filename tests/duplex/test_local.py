@@ -35,6 +35,7 @@ from callagent.engines.base import (
 from callagent.engines.duplex.local import LocalDuplexEngine, _Decided
 from callagent.engines.duplex.policy import Answer, Backchannel
 from callagent.engines.pipeline.models import PipelineModels, shared_models
+from callagent.engines.hold import Held
 from callagent.engines.resume import CutSpeech
 from tests.realtime.conftest import clip, silence
 
@@ -243,6 +244,26 @@ async def test_a_loud_backchannel_misheard_as_other_words_is_no_interruption(
     assert d2_texts(line)
 
 
+async def answer_over_our_speech(
+    profile: AgentProfile, models: PipelineModels, answer: Answer, text: str
+) -> tuple[Held[None] | None, list[EngineEvent]]:
+    """The engine's decision on a caller turn (`text`) that cut its speech: the
+    words it holds, if any, and what it emitted."""
+    engine = LocalDuplexEngine(profile, models)
+    await engine.start(CallContext("d1", "inbound", profile.name))
+    try:
+        engine._cut = CutSpeech(0.0, [], [], 0.0)
+        engine._answer(answer, text)
+        events = []
+        while not engine._events.empty():
+            event = engine._events.get_nowait()
+            if event is not None:
+                events.append(event)
+        return engine._hold.held, events
+    finally:
+        await engine.close()
+
+
 @pytest.mark.parametrize(("speech_ms", "not_for_us"), [(500.0, True), (1500.0, False)])
 async def test_loud_unusable_words_that_cut_the_agent_are_not_for_it_only_as_short_as_a_backchannel(
     profile: AgentProfile, models: PipelineModels, speech_ms: float, not_for_us: bool
@@ -250,16 +271,10 @@ async def test_loud_unusable_words_that_cut_the_agent_are_not_for_it_only_as_sho
     # The decision itself (the harness above rarely reaches it: the policy
     # resumes most short bursts first). Held words not for us resume the cut
     # speech; the others are re-prompted when the hold ends.
-    engine = LocalDuplexEngine(profile, models)
-    await engine.start(CallContext("d1", "inbound", profile.name))
-    try:
-        engine._cut = CutSpeech(0.0, [], [], 0.0)
-        engine._answer(Answer(5000.0, 300.0, "complete", level_db=-20.0, speech_ms=speech_ms),
-                       "i city")
-        held = engine._hold.held
-        assert held is not None and held.overlapped is not_for_us
-    finally:
-        await engine.close()
+    held, _ = await answer_over_our_speech(
+        profile, models, Answer(5000.0, 300.0, "complete", level_db=-20.0, speech_ms=speech_ms),
+        "i city")
+    assert held is not None and held.overlapped is not_for_us
 
 
 @pytest.mark.parametrize(("active_db", "answered"), [(-38.0, False), (-25.0, True)])
@@ -269,20 +284,12 @@ async def test_faint_words_that_cut_the_agent_are_never_transcribed_or_answered(
     # Words the flow would act on ("check my order status"), over our speech:
     # far below a talker's level they are the room's (a TV, side talk), and
     # never reach the flow or the compliance guard; at a talker's level they do.
-    engine = LocalDuplexEngine(profile, models)
-    await engine.start(CallContext("d1", "inbound", profile.name))
-    try:
-        engine._cut = CutSpeech(0.0, [], [], 0.0)
-        engine._answer(Answer(5000.0, 300.0, "complete", level_db=-40.0, speech_ms=1600.0,
-                              active_level_db=active_db), "check my order status")
-        events = []
-        while not engine._events.empty():
-            events.append(engine._events.get_nowait())
-        transcribed = [e for e in events if isinstance(e, UserTranscript)]
-        room = [e for e in events if isinstance(e, Metric) and e.name == "overlap_not_for_agent"]
-        assert bool(transcribed) is answered and bool(room) is not answered, events
-    finally:
-        await engine.close()
+    _, events = await answer_over_our_speech(
+        profile, models, Answer(5000.0, 300.0, "complete", level_db=-40.0, speech_ms=1600.0,
+                                active_level_db=active_db), "check my order status")
+    transcribed = [e for e in events if isinstance(e, UserTranscript)]
+    room = [e for e in events if isinstance(e, Metric) and e.name == "overlap_not_for_agent"]
+    assert bool(transcribed) is answered and bool(room) is not answered, events
 
 
 async def test_background_speech_is_ignored(profile: AgentProfile, models: PipelineModels) -> None:
