@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["RoomConfig", "RoomLevels", "active_level_db", "frame_dbfs"]
+__all__ = ["ActiveLevel", "RoomConfig", "RoomLevels", "active_level_db", "frame_dbfs"]
 
 FRAME_MS = 20.0
 
@@ -38,12 +38,28 @@ def frame_dbfs(frame: npt.NDArray[np.int16]) -> float:
     return 10.0 * math.log10(energy / 32768.0**2 + 1e-12)
 
 
+class ActiveLevel:
+    """The active level of speech frames as they come: their power mean."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._power = 0.0
+
+    def add(self, level_db: float) -> None:
+        self.frames += 1
+        self._power += 10.0 ** (level_db / 10.0)
+
+    @property
+    def db(self) -> float | None:
+        return 10.0 * math.log10(self._power / self.frames + 1e-12) if self.frames else None
+
+
 def active_level_db(frame_levels_db: list[float]) -> float | None:
     """The active level of speech frames given their dBFS: their power mean."""
-    if not frame_levels_db:
-        return None
-    power = np.power(10.0, np.asarray(frame_levels_db) / 10.0)
-    return 10.0 * math.log10(float(power.mean()) + 1e-12)
+    level = ActiveLevel()
+    for db in frame_levels_db:
+        level.add(db)
+    return level.db
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,6 @@ bare "stop" rule: `engines.overlap_words` (vocabulary `DUPLEX`).
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import Final
 
 from callagent.engines.overlap_words import DUPLEX, QUESTION_STARTS, bare_stop
 from callagent.engines.phrase_ends import ends_mid_phrase
-from callagent.engines.room import RoomConfig, RoomLevels
+from callagent.engines.room import ActiveLevel, RoomConfig, RoomLevels
 
 __all__ = [
     "Answer",
@@ -215,18 +214,11 @@ class _Run:
     text: str = ""
     level_sum_db: float = 0.0
     level_frames: int = 0
-    power_sum: float = 0.0  # of the same frames, for the active level
+    active: ActiveLevel = field(default_factory=ActiveLevel)  # of the same frames
 
     @property
     def level_db(self) -> float | None:
         return self.level_sum_db / self.level_frames if self.level_frames else None
-
-    @property
-    def active_level_db(self) -> float | None:
-        """The power mean of the speech frames (`engines.room.active_level_db`)."""
-        if not self.level_frames:
-            return None
-        return 10.0 * math.log10(self.power_sum / self.level_frames + 1e-12)
 
 
 @dataclass
@@ -344,7 +336,7 @@ class TurnPolicy:
             self._run.last_speech_ms = f.t_ms
             self._run.level_sum_db += f.level_db
             self._run.level_frames += 1
-            self._run.power_sum += 10.0 ** (f.level_db / 10.0)
+            self._run.active.add(f.level_db)
             if self.state is State.USER_TALKING:
                 self.levels.caller(f.level_db)
 
@@ -411,7 +403,7 @@ class TurnPolicy:
             return []
         self._run = None
         self._move(State.RESPONDING)
-        return [Answer(f.t_ms, silence, rule, run.level_db, run.speech_ms, run.active_level_db)]
+        return [Answer(f.t_ms, silence, rule, run.level_db, run.speech_ms, run.active.db)]
 
     def _move(self, to: State) -> None:
         if to is not self.state and to not in _MOVES[self.state]:

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import soxr
 
 from callagent.engines.pipeline.bargein import BargeInPolicy, Decision
-from callagent.engines.room import active_level_db, frame_dbfs
+from callagent.engines.room import ActiveLevel, frame_dbfs
 from callagent.engines.pipeline.turns import (
     Completeness,
     TurnDetector,
@@ -121,9 +121,8 @@ class SpeechWorker:
             maxlen=_PREROLL_CHUNKS
         )
         self._partial = ""
-        self._turn_speech = 0  # this turn's speech frames, and those the room's
-        self._turn_room = 0
-        self._turn_levels: list[float] = []  # this turn's speech frames' dBFS
+        self._turn_level = ActiveLevel()  # this turn's speech frames
+        self._turn_room = 0  # of them, the room's
         self._echo = echo
         self._in_speech = False
         # With collect_audio, each turn's (cleaned) 8 kHz audio, from 300 ms
@@ -206,8 +205,7 @@ class SpeechWorker:
                 self._preroll8.append(frame)
         if isinstance(event, TurnStarted):
             self._partial = ""
-            self._turn_speech = self._turn_room = 0
-            self._turn_levels = []
+            self._turn_level, self._turn_room = ActiveLevel(), 0
             self._post(SpeechStarted(event.start_ms))
             chunks = [*self._preroll, *chunks]
             self._preroll.clear()
@@ -232,9 +230,8 @@ class SpeechWorker:
             level_db=level_db,
         )
         if speech and (self._turns.in_turn or isinstance(event, TurnEnded)):
-            self._turn_speech += 1
+            self._turn_level.add(level_db)
             self._turn_room += self._bargein.heard_room
-            self._turn_levels.append(level_db)
         if decision is not Decision.NONE:
             if decision is Decision.INTERRUPT:
                 self._turns.took_floor()
@@ -249,9 +246,9 @@ class SpeechWorker:
         stt_ms = 1000.0 * (time.perf_counter() - t0)
         self._partial = ""
         text = "" if event.noise else final.text
-        room = self._turn_speech > 0 and self._turn_room >= _ROOM_SHARE * self._turn_speech
-        level_db = active_level_db(self._turn_levels)
-        self._turn_levels = []
+        speech = self._turn_level.frames
+        room = speech > 0 and self._turn_room >= _ROOM_SHARE * speech
+        level_db = self._turn_level.db
         resume = self._bargein.turn_ended(text) is Decision.RESUME
         audio = None
         if self._collect:
