@@ -14,20 +14,37 @@ controller) ask the same questions of the line's level:
   none come within `faint_resume_ms` the agent talks on over it;
 - talk that was judged the room's sets a floor: over our speech, speech no
   louder than it (`floor_margin_db` above) is the room's too, until the line
-  has had `floor_quiet_ms` without any speech, or the caller has spoken.
+  has had `floor_quiet_ms` without any speech, or the caller has spoken;
+- once an overlap's turn has ended, its whole active level says whose words
+  they were (`words_over_us`): below `faint_turn_db` the room's, never
+  answered; from `talker_turn_db` up a talker's at the phone, and words we
+  cannot use get a re-prompt; between the two, and for anything no longer than
+  a backchannel, answered only if the flow can use them. Side talk 12 dB under
+  a -20 dBFS caller reads -32.3 here, a -28 dBFS caller -28.3: one line at -32
+  left side talk a fraction of a dB from a re-prompt, so the costliest answer
+  (a re-prompt over our own turn) takes the second line.
 
 No clock here but the frames counted: each controller feeds every 20 ms frame.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ActiveLevel", "RoomConfig", "RoomLevels", "active_level_db", "frame_dbfs"]
+__all__ = [
+    "ActiveLevel",
+    "OverlapWords",
+    "RoomConfig",
+    "RoomLevels",
+    "active_level_db",
+    "frame_dbfs",
+    "words_over_us",
+]
 
 FRAME_MS = 20.0
 
@@ -73,10 +90,15 @@ class RoomConfig:
     # mean of frame dBFS reads ~13 dB lower over a turn, its pauses included):
     # a talker at the phone is -19 to -28 dBFS, someone across the room lower.
     faint_turn_db: float = -32.0
+    # From here up, a turn over our speech is a talker's at the phone: words
+    # the flow cannot use are an interruption we did not understand.
+    talker_turn_db: float = -30.0
 
     def __post_init__(self) -> None:
         if self.faint_resume_ms <= 0 or self.floor_quiet_ms <= 0:
             raise ValueError("faint_resume_ms and floor_quiet_ms must be > 0")
+        if self.talker_turn_db < self.faint_turn_db:
+            raise ValueError("talker_turn_db must be >= faint_turn_db")
         if self.floor_margin_db < 0 or self.background_margin_db < 0:
             raise ValueError("margins must be >= 0 dB")
 
@@ -89,6 +111,27 @@ class RoomConfig:
         """A turn at `active_level_db` (`active_level_db()`) is far below a
         talker's level."""
         return active_level_db is not None and active_level_db < self.faint_turn_db
+
+
+class OverlapWords(enum.Enum):
+    """Whose words a turn over our speech was (`words_over_us`)."""
+
+    ROOMS = "rooms"  # faint: never transcribed or answered, whatever they say
+    UNSURE = "unsure"  # answered if the flow can use them; else we carry on
+    CALLERS = "callers"  # answered; words the flow cannot use get a re-prompt
+
+
+def words_over_us(
+    config: RoomConfig, *, speech_ms: float, active_level_db: float | None, backchannel_max_ms: float
+) -> OverlapWords:
+    """A turn that began over our speech, `speech_ms` long at `active_level_db`
+    (`ActiveLevel`): the room's, the caller's, or too little to tell. Words no
+    longer than a backchannel are one we misheard ("I see" as "i the")."""
+    if config.faint_turn(active_level_db):
+        return OverlapWords.ROOMS
+    if speech_ms <= backchannel_max_ms or active_level_db is None or active_level_db < config.talker_turn_db:
+        return OverlapWords.UNSURE
+    return OverlapWords.CALLERS
 
 
 class RoomLevels:

@@ -264,16 +264,21 @@ async def answer_over_our_speech(
         await engine.close()
 
 
-@pytest.mark.parametrize(("speech_ms", "not_for_us"), [(500.0, True), (1500.0, False)])
-async def test_loud_unusable_words_that_cut_the_agent_are_not_for_it_only_as_short_as_a_backchannel(
-    profile: AgentProfile, models: PipelineModels, speech_ms: float, not_for_us: bool
+@pytest.mark.parametrize(
+    ("speech_ms", "active_db", "not_for_us"),
+    [(500.0, -20.0, True), (1500.0, -20.0, False), (1500.0, -31.0, True)],
+)
+async def test_unusable_words_that_cut_the_agent_are_for_it_only_from_a_talker_at_a_talkers_length(
+    profile: AgentProfile, models: PipelineModels, speech_ms: float, active_db: float, not_for_us: bool
 ) -> None:
     # The decision itself (the harness above rarely reaches it: the policy
     # resumes most short bursts first). Held words not for us resume the cut
-    # speech; the others are re-prompted when the hold ends.
+    # speech; the others are re-prompted when the hold ends. Between the faint
+    # line (-32) and a talker's (-30), side talk a fraction of a dB above the
+    # faint line: not for us either (`engines.room.words_over_us`).
     held, _ = await answer_over_our_speech(
-        profile, models, Answer(5000.0, 300.0, "complete", level_db=-20.0, speech_ms=speech_ms),
-        "i city")
+        profile, models, Answer(5000.0, 300.0, "complete", level_db=-20.0, speech_ms=speech_ms,
+                                active_level_db=active_db), "i city")  # fmt: skip
     assert held is not None and held.overlapped is not_for_us
 
 

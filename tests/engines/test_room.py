@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from callagent.engines.room import RoomConfig, RoomLevels, active_level_db, frame_dbfs
+from callagent.engines.room import (
+    OverlapWords,
+    RoomConfig,
+    RoomLevels,
+    active_level_db,
+    frame_dbfs,
+    words_over_us,
+)
 
 
 def test_frame_level_is_its_mean_power() -> None:
@@ -28,6 +35,26 @@ def test_a_turn_far_below_a_talkers_level_is_faint() -> None:
     assert not config.faint_turn(None)  # no speech frames: no level to judge
 
 
+@pytest.mark.parametrize(
+    ("speech_ms", "level_db", "verdict"),
+    [
+        (1600.0, -36.0, OverlapWords.ROOMS),  # faint, however long: never answered
+        (600.0, -33.0, OverlapWords.ROOMS),
+        (1600.0, -32.3, OverlapWords.ROOMS),  # side talk 12 dB under a -20 dBFS caller
+        (1600.0, -31.0, OverlapWords.UNSURE),  # between the lines: no re-prompt
+        (1600.0, -28.3, OverlapWords.CALLERS),  # a quiet caller (-28 dBFS) interrupting
+        (1600.0, -20.0, OverlapWords.CALLERS),
+        (900.0, -20.0, OverlapWords.UNSURE),  # a talker's backchannel, misheard
+        (1600.0, None, OverlapWords.UNSURE),  # no speech frames: nothing to judge by
+    ],
+)
+def test_words_over_our_speech_are_judged_by_level_and_length(
+    speech_ms: float, level_db: float | None, verdict: OverlapWords
+) -> None:
+    got = words_over_us(RoomConfig(), speech_ms=speech_ms, active_level_db=level_db, backchannel_max_ms=1200)
+    assert got is verdict
+
+
 def test_faint_only_before_the_caller_has_spoken() -> None:
     levels = RoomLevels()
     assert levels.faint(-40.0) and not levels.faint(-30.0) and not levels.faint(None)
@@ -48,7 +75,8 @@ def test_the_rooms_floor_holds_over_our_speech_until_the_line_is_quiet() -> None
 
 
 @pytest.mark.parametrize("bad", [{"faint_resume_ms": 0.0}, {"floor_quiet_ms": -1.0},
-                                 {"floor_margin_db": -1.0}, {"background_margin_db": -3.0}])  # fmt: skip
+                                 {"floor_margin_db": -1.0}, {"background_margin_db": -3.0},
+                                 {"talker_turn_db": -33.0}])  # fmt: skip
 def test_bad_settings_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         RoomConfig(**bad)  # type: ignore[arg-type]

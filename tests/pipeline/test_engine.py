@@ -443,6 +443,22 @@ async def test_loud_words_over_the_agent_it_cannot_use_are_re_prompted(
     assert "didn't catch" in done[-1], (finals, done)
 
 
+async def test_words_over_the_agent_between_faint_and_a_talkers_level_are_not_re_prompted(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # At -31 dBFS, between the faint line (-32) and a talker's (-30): side talk
+    # a little louder than the benchmark's, or a quiet caller. Words the flow
+    # cannot use are not re-prompted over our own turn
+    # (`engines.room.words_over_us`); the agent goes on with its menu. (Whether
+    # they are transcribed at all turns on the room's floor: a quiet onset with
+    # no words within 0.8 s makes talk at its level the room's.)
+    run, done, finals = await _aside_over_the_menu(profile, models, -31.0)
+    assert not any("didn't catch" in d for d in done), (finals, done)
+    if run.of(Interrupt):
+        assert run.metric("overlap_not_for_agent"), (finals, done)
+        assert done[-1].endswith("How can I help?"), (finals, done)
+
+
 async def test_a_loud_backchannel_misheard_as_other_words_is_no_interruption(
     profile: AgentProfile, models: PipelineModels
 ) -> None:

@@ -75,7 +75,7 @@ from callagent.engines.pipeline.sentences import split_sentences
 from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
 from callagent.engines.hold import RepromptHold
 from callagent.engines.resume import CutSpeech, resumption
-from callagent.engines.room import frame_dbfs
+from callagent.engines.room import OverlapWords, frame_dbfs, words_over_us
 from callagent.speech.aec import EchoCanceller, ReferenceTimeline
 from callagent.speech.stt_pocketsphinx import PocketsphinxStt, Search
 from callagent.speech.vad import TwoStageVad
@@ -405,8 +405,12 @@ class LocalDuplexEngine:
             self._resume_cut()
             return
         worker = self._worker
-        if (self._cut is not None and worker is not None
-                and worker.policy.config.room.faint_turn(d.active_level_db)):  # fmt: skip
+        over_us = None
+        if self._cut is not None and worker is not None:
+            over_us = words_over_us(worker.policy.config.room, speech_ms=d.speech_ms,
+                                    active_level_db=d.active_level_db,
+                                    backchannel_max_ms=worker.policy.config.backchannel_max_ms)  # fmt: skip
+        if over_us is OverlapWords.ROOMS:
             # Faint words that cut us (`engines.room`, as in the pipeline): the
             # room's, never transcribed or answered, whatever they say (side
             # talk heard as "don't call" must not opt the caller out).
@@ -417,13 +421,11 @@ class LocalDuplexEngine:
         # Likely the start of a sentence ("hi, ..."), or, over our speech, words
         # not meant for us: wait before re-prompting (`engines.hold`); if the
         # caller goes on, one answer for the whole.
-        # Faint words over our speech, or before the caller has said anything
-        # we could use, are the room's (`_quiet`): if the flow cannot use them
-        # either, they are not answered.
-        # So are words that cut us and last no longer than a backchannel: one we
-        # misheard ("mm-hm" as "i'm on"); the pipeline's hold does the same.
-        short = worker is not None and d.speech_ms <= worker.policy.config.backchannel_max_ms
-        not_for_us = (self._cut is not None and short) or (
+        # Words that cut us are a re-prompt only from a talker, at a talker's
+        # length (`engines.room.words_over_us`, as in the pipeline); faint
+        # words before the caller has said anything we could use are the
+        # room's (`_quiet`): if the flow cannot use them, neither is answered.
+        not_for_us = over_us is OverlapWords.UNSURE or (
             self._quiet(d) and (self._cut is not None or not self._caller_answered))
         answer = self._hold.words(text, d.at_ms, None,  # on the worker's clock
                                   reprompt_only=self._flow.would_only_reprompt,

@@ -64,6 +64,7 @@ from callagent.engines.base import (
 )
 from callagent.engines.hold import RepromptHold
 from callagent.engines.resume import CutSpeech, resumption
+from callagent.engines.room import OverlapWords, words_over_us
 from callagent.engines.pipeline.bargein import (
     BargeInConfig,
     BargeInPolicy,
@@ -398,7 +399,12 @@ class PipelineEngine:
         if self._closed:
             return
         overlapped, self._overlapped = self._overlapped, False
-        if final.room or (overlapped and self._bargein_config.room.faint_turn(final.level_db)):
+        over_us = None
+        if overlapped:
+            over_us = words_over_us(self._bargein_config.room, speech_ms=final.end_ms - final.start_ms,
+                                    active_level_db=final.level_db,
+                                    backchannel_max_ms=self._bargein_config.max_backchannel_ms)  # fmt: skip
+        if final.room or over_us is OverlapWords.ROOMS:
             # Talk over ours no louder than the room's, or far below a talker's
             # (`engines.room`): a TV, someone across the room. Not the caller's
             # words: never answered, whatever they say (a TV's "goodbye" must
@@ -433,12 +439,10 @@ class PipelineEngine:
             return
         # Words the flow cannot use wait a moment (`engines.hold`): if the caller
         # goes on, one answer for the whole; if not, a re-prompt, or the cut speech.
-        # Over our speech, words the flow cannot use that last no longer than a
-        # backchannel are one we misheard ("I see" as "i the"): not meant for
-        # us. Longer ones (faint ones never get here) are an interruption we did
-        # not understand, and get a re-prompt.
-        short = final.end_ms - final.start_ms <= self._bargein_config.max_backchannel_ms
-        not_for_us = overlapped and short
+        # Over our speech, words the flow cannot use are a re-prompt only from
+        # a talker, at a talker's length (`engines.room.words_over_us`);
+        # otherwise not meant for us.
+        not_for_us = over_us is OverlapWords.UNSURE
         answer = self._hold.words(text, decided_ms, final, overlapped=not_for_us,
                                   reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
         if answer is None:
