@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from callagent.audio.wavfile import read_wav
-from callagent.bench.phone.analyze import DbTurn, agent_speech, turn_labels
+from callagent.bench.phone.analyze import DbTurn, agent_speech, sound_edges, turn_labels, vad_runs
 from callagent.bench.phone.cli import score
 from callagent.bench.phone.generate import Sample
 from callagent.bench.phone.runner import Recording
@@ -64,7 +64,7 @@ def test_an_agent_cut_off_by_clear_then_answering_responds() -> None:
     labels, turns = turn_labels(rec, [DbTurn(0.2, "thank you for calling"), DbTurn(4.0, "noted, anything else")])
     res = score(sample(Scenario.INTERRUPTION, Span(0.0, 1.8)), rec, agent_speech(rec, None, labels), turns)
     assert res.behaviour == "respond"
-    assert res.stop_latency_s == pytest.approx(0.3, abs=0.1)
+    assert res.stop_latency_s == pytest.approx(0.3, abs=0.01)  # where the heard audio stops
     assert res.response_latency_s == pytest.approx(1.0, abs=0.1)
 
 
@@ -72,3 +72,43 @@ def test_a_call_that_failed_scores_nothing() -> None:
     rec = Recording("c", np.zeros(0, np.int16), np.zeros(0, np.int16), error="media stream failed")
     res = score(sample(Scenario.SMOOTH, Span(0.0, 1.0)), rec, [], [])
     assert not res.ok and res.takeover is None
+
+
+def tone(start_s: float, end_s: float, seconds: float = 3.0, dbfs: float = -20.0) -> np.ndarray:
+    out = np.zeros(int(seconds * RATE), np.int16)
+    a, b = int(start_s * RATE), int(end_s * RATE)
+    t = np.arange(b - a) / RATE
+    out[a:b] = np.round(np.sqrt(2) * 32768 * 10 ** (dbfs / 20) * np.sin(2 * np.pi * 440 * t))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("run", "edged"),
+    [
+        (Span(1.02, 2.05), Span(1.0, 2.0)),  # Silero's lags: start ~20 ms, end ~50 ms
+        (Span(1.0, 2.0), Span(1.0, 2.0)),  # on the sound already
+        (Span(1.2, 1.8), Span(1.136, 1.8)),  # inside the sound: the end never shortened
+        (Span(0.5, 2.5), Span(0.5, 2.35)),  # far off: moved at most 150 ms / 64 ms
+        (Span(1.1, 2.3), Span(1.036, 2.15)),
+    ],
+)
+def test_run_edges_move_onto_the_sound_only_by_the_vads_lag(run: Span, edged: Span) -> None:
+    got = sound_edges(tone(1.0, 2.0), run)
+    assert got.start == pytest.approx(edged.start, abs=0.006)
+    assert got.end == pytest.approx(edged.end, abs=0.006)
+
+
+def test_a_faint_tail_below_the_floor_is_silence_and_a_loud_one_is_not() -> None:
+    audio = tone(1.0, 2.0) + tone(2.0, 2.1, dbfs=-60.0) + tone(2.1, 2.2, dbfs=-60.0)
+    assert sound_edges(audio, Span(1.0, 2.1)).end == pytest.approx(2.0, abs=0.006)
+    audio = tone(1.0, 2.0) + tone(2.0, 2.1, dbfs=-40.0)
+    assert sound_edges(audio, Span(1.0, 2.12)).end == pytest.approx(2.1, abs=0.006)
+
+
+def test_silero_runs_on_real_speech_end_on_the_sound_once_edged() -> None:
+    # The greeting cut off mid-word by a clear at 1.5 s: Silero's run ends late.
+    audio = heard((0.2, "greeting"), seconds=4.0)
+    audio[int(1.5 * RATE) :] = 0
+    runs = vad_runs(audio)
+    assert runs and runs[-1].end > 1.5  # the VAD's lag
+    assert sound_edges(audio, runs[-1]).end == pytest.approx(1.5, abs=0.006)

@@ -4,7 +4,11 @@
   16 kHz, p >= 0.5 to start and < 0.35 to end, runs shorter than 60 ms
   dropped, then merged over gaps <= 0.5 s (FDB v1.5's model merge gap)
   unless the gap separates two agent turns. On this clean channel Silero's
-  run ends lag the audio's by about 50 ms and its starts by about 20 ms.
+  run ends lag the audio's by about 50 ms and its starts by about 20 ms (its
+  32 ms chunks, its release threshold), so each run's edges are then moved
+  onto the sound itself (`sound_edges`): the end back to the last 5 ms
+  block above -50 dBFS, the start back over the loud blocks just before it.
+  A run cut by a ``clear`` ends where the heard audio stops, to 5 ms.
 - Words, where a measure needs them (runs under 1 s): the embedded STT,
   pocketsphinx with its general English model (``Transcriber``).
 - Turns: the agent's records (``turns`` rows: text, and when its audio was
@@ -26,13 +30,29 @@ from callagent.bench.phone.generate import Sample
 from callagent.bench.phone.runner import Recording
 from callagent.bench.phone.timeline import AgentSpeech, AgentTurnText, CallTimeline, Scenario, Span
 
-__all__ = ["DbTurn", "Transcriber", "agent_speech", "merge", "timeline", "turn_labels", "vad_runs"]
+__all__ = [
+    "DbTurn",
+    "Transcriber",
+    "agent_speech",
+    "merge",
+    "sound_edges",
+    "timeline",
+    "turn_labels",
+    "vad_runs",
+]
 
 RATE = 8000
 _SILERO_RATE = 16000
 _CHUNK = 512
 MODEL_MERGE_GAP_S = 0.5
 MIN_RUN_S = 0.06
+# Edges onto the sound: 5 ms blocks; below -50 dBFS a phone line is silent to
+# the ear (agent speech is about -20 dBFS); Silero's edges lie within these
+# windows of the sound's (32 ms chunks, the release lag).
+EDGE_BLOCK = 40
+EDGE_FLOOR_DB = -50.0
+EDGE_END_S = 0.15
+EDGE_START_S = 0.064
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +113,33 @@ def vad_runs(heard: Samples, threshold: float = 0.5, release: float = 0.35) -> l
     return [r for r in runs if r.duration >= MIN_RUN_S]
 
 
+def sound_edges(heard: Samples, run: Span) -> Span:
+    """``run`` (a VAD run in ``heard``, seconds) with its edges on the sound: the
+    end moved back over silent 5 ms blocks (at most `EDGE_END_S`), the start
+    back over loud ones (at most `EDGE_START_S`). Never longer at the end,
+    never shorter at the start: only the VAD's lag is taken out."""
+    block = EDGE_BLOCK
+    floor = 32768.0**2 * 10.0 ** (EDGE_FLOOR_DB / 10.0) * block
+
+    def loud(k: int) -> bool:  # block k: samples [k * block, (k + 1) * block)
+        x = heard[k * block : (k + 1) * block].astype(np.float64)
+        return len(x) == block and float(np.dot(x, x)) >= floor
+
+    end_k = min(int(run.end * RATE) // block, len(heard) // block)
+    stop_k = max(int((run.end - EDGE_END_S) * RATE) // block, int(run.start * RATE) // block)
+    k = end_k
+    while k > stop_k and not loud(k - 1):
+        k -= 1
+    end = min(run.end, k * block / RATE)
+    start_k = int(run.start * RATE) // block
+    first_k = max(0, int((run.start - EDGE_START_S) * RATE) // block)
+    j = start_k
+    while j > first_k and loud(j - 1):
+        j -= 1
+    start = min(run.start, j * block / RATE)
+    return Span(start, max(end, start))
+
+
 def merge(runs: Sequence[Span], gap_s: float = MODEL_MERGE_GAP_S) -> list[Span]:
     """Join runs separated by at most ``gap_s`` (FDB's merge)."""
     out: list[Span] = []
@@ -135,7 +182,8 @@ def agent_speech(rec: Recording, stt: Transcriber | None,
                  labels: Sequence[tuple[float, float, str]]) -> list[AgentSpeech]:  # fmt: skip
     """Heard agent speech: VAD runs merged over short gaps, but never across two turns
     (a new turn right after the last one is a new move, e.g. an answer)."""
-    runs = [(r, _turn_at(labels, r)) for r in vad_runs(rec.heard)]
+    edged = [sound_edges(rec.heard, r) for r in vad_runs(rec.heard)]
+    runs = [(r, _turn_at(labels, r)) for r in edged]
     merged: list[tuple[Span, str]] = []
     for span, turn in runs:
         if merged:
