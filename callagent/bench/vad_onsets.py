@@ -1,0 +1,105 @@
+"""How soon the engines' VAD hears a caller start: `scripts/bench vad_onsets`.
+
+A floor under every stop latency of the phone benchmark (`scripts/bench
+phone`): neither engine can stop for speech its VAD has not yet called
+speech. For each overlap scenario's generated samples (the phone benchmark's,
+from its cache), the clip is played after 0.5 s of silence, 20 ms at a time,
+through the engines' `TwoStageVad` (webrtcvad gate, then Silero), and the
+time from the clip's first speech (ground truth from the generator) to the
+VAD's first speech frame is printed: p50, p95, max, and the samples never
+heard. Beside it, how much of each scenario the VAD calls speech at all
+(background and side talk: the less the better). ``--threshold`` and
+``--mode`` may be repeated to compare settings in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from callagent.audio.pcm import Samples
+from callagent.bench.phone.generate import Sample, load
+from callagent.bench.phone.timeline import Scenario
+from callagent.speech.vad import SileroModel, TwoStageVad
+
+__all__ = ["OnsetFigures", "first_speech_ms", "main", "vad_flags"]
+
+FRAME = 160  # 20 ms at 8 kHz
+LEAD_S = 0.5
+OVERLAPS = (Scenario.INTERRUPTION, Scenario.BACKCHANNEL, Scenario.TALK_TO_OTHERS, Scenario.BACKGROUND)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def first_speech_ms(flags: Sequence[bool], onset_s: float) -> float | None:
+    """From ``onset_s`` (seconds into the frames) to the end of the first frame
+    called speech, in ms; None if none is."""
+    first = next((i for i, f in enumerate(flags) if f), None)
+    return None if first is None else 1000.0 * ((first + 1) * FRAME / 8000 - onset_s)
+
+
+def vad_flags(audio: Samples, model: SileroModel, threshold: float, mode: int) -> list[bool]:
+    """``audio`` after `LEAD_S` of silence, frame by frame through a fresh `TwoStageVad`."""
+    padded = np.concatenate([np.zeros(int(LEAD_S * 8000), np.int16), audio, np.zeros(8000, np.int16)])
+    with TwoStageVad(model, threshold=threshold, mode=mode) as vad:
+        return [vad.process(padded[i : i + FRAME]).is_speech for i in range(0, len(padded) - FRAME + 1, FRAME)]
+
+
+@dataclass(frozen=True, slots=True)
+class OnsetFigures:
+    scenario: str
+    threshold: float
+    mode: int
+    onsets_ms: tuple[float, ...]  # the samples heard
+    missed: int  # samples with no speech frame at all
+    speech_s: float  # mean speech the VAD called per sample
+
+    def line(self) -> str:
+        xs = np.asarray(self.onsets_ms) if self.onsets_ms else np.zeros(1)
+        return (f"{self.scenario:<20} threshold {self.threshold:.2f} mode {self.mode}: first speech frame "
+                f"p50 {np.percentile(xs, 50):.0f} / p95 {np.percentile(xs, 95):.0f} / max {xs.max():.0f} ms "
+                f"(n={len(self.onsets_ms)}, never heard {self.missed}); speech called {self.speech_s:.2f} s "
+                f"per sample")  # fmt: skip
+
+
+def figures(samples: Sequence[Sample], model: SileroModel, threshold: float, mode: int) -> list[OnsetFigures]:
+    out = []
+    for scenario in OVERLAPS:
+        onsets: list[float] = []
+        missed, speech = 0, 0.0
+        group = [s for s in samples if s.spec.scenario is scenario]
+        for sample in group:
+            flags = vad_flags(sample.audio, model, threshold, mode)
+            speech += sum(flags) * FRAME / 8000
+            ms = first_speech_ms(flags, LEAD_S + sample.speech.start)
+            if ms is None:
+                missed += 1
+            else:
+                onsets.append(ms)
+        out.append(OnsetFigures(scenario.value, threshold, mode, tuple(onsets), missed,
+                                speech / max(1, len(group))))  # fmt: skip
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench vad_onsets", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--samples", type=int, default=20, help="samples per scenario (default 20)")
+    ap.add_argument("--cache", default=str(PROJECT_ROOT / "var" / "phone_scenarios"),
+                    help="the phone benchmark's generated audio (made here when missing)")  # fmt: skip
+    ap.add_argument("--threshold", type=float, action="append", help="Silero threshold (default 0.5)")
+    ap.add_argument("--mode", type=int, action="append", help="webrtcvad mode (default 3)")
+    args = ap.parse_args(argv)
+    samples = load(Path(args.cache) / f"{args.samples}", args.samples)
+    model = SileroModel()
+    for threshold in args.threshold or [0.5]:
+        for mode in args.mode or [3]:
+            for fig in figures(samples, model, threshold, mode):
+                print(fig.line(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
