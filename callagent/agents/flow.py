@@ -269,6 +269,10 @@ class FlowSpec:
 # How long an engine waits, on the audio clock, for more words after words
 # the flow could only re-prompt on (`Flow.would_only_reprompt`).
 REPROMPT_HOLD_MS = 900.0
+# ... but no longer than until the caller has been quiet this long after the
+# words (the end-of-turn rule's own wait counts): covers a 1 s mid-sentence
+# pause and the VAD's onset votes after it.
+REPROMPT_QUIET_MS = 1400.0
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 _FILLERS = frozenset({"um", "umm", "uh", "uhm", "er", "erm", "ah", "hmm", "hm", "mm"})
 _UNITS = {

@@ -6,7 +6,11 @@ cut the agent off, words not meant for it (side talk, someone in the room).
 Both engines that run the scripted flow (the pipeline and the local duplex
 backend) hold such words for `REPROMPT_HOLD_MS`: if the caller goes on, the
 next turn is answered together with them; if not, the engine answers them
-(a re-prompt) or picks up its cut speech.
+(a re-prompt) or picks up its cut speech. The hold ends sooner once the
+caller has been quiet `REPROMPT_QUIET_MS` after the words: after a long
+end-of-turn wait (1.2 s after "... or") the caller is done, and an unclear
+interruption is re-prompted, or a misheard "mm-hm" over the agent resumed,
+0.7 s sooner.
 
 The hold is released on the clock of the thread that hears the caller, not on
 the feed's: under load that thread lags the feed, and words it has not heard
@@ -21,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from callagent.agents.flow import REPROMPT_HOLD_MS
+from callagent.agents.flow import REPROMPT_HOLD_MS, REPROMPT_QUIET_MS
 
 __all__ = ["Held", "RepromptHold"]
 
@@ -41,8 +45,9 @@ class Held(Generic[T]):
 class RepromptHold(Generic[T]):
     """One call's held words, if any."""
 
-    def __init__(self, hold_ms: float = REPROMPT_HOLD_MS) -> None:
+    def __init__(self, hold_ms: float = REPROMPT_HOLD_MS, quiet_ms: float = REPROMPT_QUIET_MS) -> None:
         self.hold_ms = hold_ms
+        self.quiet_ms = quiet_ms
         self._held: Held[T] | None = None
 
     @property
@@ -57,6 +62,7 @@ class RepromptHold(Generic[T]):
         *,
         reprompt_only: Callable[[str], bool],
         overlapped: bool = False,
+        words_end_ms: float | None = None,
     ) -> tuple[str, T] | None:
         """The caller's turn `text`, decided at `at_ms`: what to answer now, or
         None when it is held. What to answer is (words, record of the first
@@ -64,18 +70,23 @@ class RepromptHold(Generic[T]):
         when the caller went on after a pause; else these words and `first`.
         `reprompt_only` is asked when nothing is held, and when the held words
         were overlapped: words not meant for us that more unusable words
-        follow stay held, together, and keep the first words' record."""
+        follow stay held, together, and keep the first words' record.
+        `words_end_ms`, when the caller's words ended: the hold ends once they
+        have been quiet `quiet_ms` since, if that comes first."""
+        release_ms = at_ms + self.hold_ms
+        if words_end_ms is not None:
+            release_ms = min(release_ms, max(at_ms, words_end_ms + self.quiet_ms))
         held, self._held = self._held, None
         if held is not None:
             joined = f"{held.text} {text}"
             if held.overlapped and reprompt_only(joined):
                 # Still nothing the flow can use after words not meant for us
                 # (a TV, side talk going on): the same talk, held as such.
-                self._held = Held(joined, held.first, at_ms + self.hold_ms, True)
+                self._held = Held(joined, held.first, release_ms, True)
                 return None
             return joined, held.first
         if reprompt_only(text):
-            self._held = Held(text, first, at_ms + self.hold_ms, overlapped)
+            self._held = Held(text, first, release_ms, overlapped)
             return None
         return text, first
 

@@ -74,3 +74,19 @@ def test_a_key_press_drops_the_held_words() -> None:
     hold.cancel()
     assert hold.held is None and hold.release(1e9, caller_talking=False) is None
     assert hold.words("two", 10.0, None, reprompt_only=only("hi")) == ("two", None)
+
+
+def test_the_hold_ends_once_the_caller_has_been_quiet_long_enough_after_the_words() -> None:
+    # Words that ended at 1000 ms, decided 1200 ms later (the end-of-turn rule
+    # waited after "... or"): the caller has been quiet 1.4 s at 2400 ms, not
+    # 3100 ms. A quick decision keeps the whole hold from the decision.
+    hold: RepromptHold[str] = RepromptHold(hold_ms=900.0, quiet_ms=1400.0)
+    hold.words("what to change where my order or", 2200.0, "f1", reprompt_only=only("what to change where my order or"),
+               words_end_ms=1000.0)  # fmt: skip
+    assert hold.held is not None and hold.held.release_ms == 2400.0
+    hold.cancel()
+    hold.words("hi", 1250.0, "f1", reprompt_only=only("hi"), words_end_ms=1000.0)
+    assert hold.held is not None and hold.held.release_ms == 2150.0  # 1250 + 900: sooner than 1000 + 1400
+    hold.cancel()
+    hold.words("hi", 3000.0, "f1", reprompt_only=only("hi"), words_end_ms=1000.0)
+    assert hold.held is not None and hold.held.release_ms == 3000.0  # quiet long enough already

@@ -428,8 +428,8 @@ class LocalDuplexEngine:
         not_for_us = over_us is OverlapWords.UNSURE or (
             self._quiet(d) and (self._cut is not None or not self._caller_answered))
         answer = self._hold.words(text, d.at_ms, None,  # on the worker's clock
-                                  reprompt_only=self._flow.would_only_reprompt,
-                                  overlapped=not_for_us)  # fmt: skip
+                                  words_end_ms=d.at_ms - d.silence_ms, overlapped=not_for_us,
+                                  reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
         if answer is not None:
             self._cut = None
             self._reply(answer[0])

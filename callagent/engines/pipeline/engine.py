@@ -443,8 +443,8 @@ class PipelineEngine:
         # a talker, at a talker's length (`engines.room.words_over_us`);
         # otherwise not meant for us.
         not_for_us = over_us is OverlapWords.UNSURE
-        answer = self._hold.words(text, decided_ms, final, overlapped=not_for_us,
-                                  reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
+        answer = self._hold.words(text, decided_ms, final, words_end_ms=final.end_ms,
+                                  overlapped=not_for_us, reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
         if answer is None:
             return
         text, first = answer
@@ -468,8 +468,8 @@ class PipelineEngine:
         if worker is None:
             return
         # On the speech thread's clock (see `engines.hold`), moved onto ours.
-        held = self._hold.release(worker.now_ms + self._worker_offset_ms,
-                                  caller_talking=self._caller_talking)  # fmt: skip
+        now_ms = worker.now_ms + self._worker_offset_ms
+        held = self._hold.release(now_ms, caller_talking=self._caller_talking)
         if held is None or self._flow is None or self._ended:
             return
         if held.overlapped:
@@ -477,7 +477,7 @@ class PipelineEngine:
             # after them: not meant for us. Carry on as we were (picking up
             # speech they cut, if any), never a re-prompt over our own turn.
             self._emit(Metric("overlap_not_for_agent", 1.0))
-            self._resume_speech(held.release_ms)
+            self._resume_speech(max(now_ms, held.release_ms))
             return
         self._cut = None
         self._flow_reply(held.first, held.text, f"a{self._turn_seq + 1}")
