@@ -25,13 +25,13 @@ from callagent.audio.pcm import Samples
 from callagent.bench.phone.generate import Sample, load
 from callagent.bench.phone.timeline import Scenario
 from callagent.speech.vad import SileroModel, TwoStageVad
+from callagent.store.db import PROJECT_ROOT
 
 __all__ = ["OnsetFigures", "first_speech_ms", "main", "vad_flags"]
 
 FRAME = 160  # 20 ms at 8 kHz
 LEAD_S = 0.5
 OVERLAPS = (Scenario.INTERRUPTION, Scenario.BACKCHANNEL, Scenario.TALK_TO_OTHERS, Scenario.BACKGROUND)
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def first_speech_ms(flags: Sequence[bool], onset_s: float) -> float | None:

@@ -41,7 +41,6 @@ __all__ = [
     "OverlapWords",
     "RoomConfig",
     "RoomLevels",
-    "active_level_db",
     "frame_dbfs",
     "words_over_us",
 ]
@@ -69,14 +68,6 @@ class ActiveLevel:
     @property
     def db(self) -> float | None:
         return 10.0 * math.log10(self._power / self.frames + 1e-12) if self.frames else None
-
-
-def active_level_db(frame_levels_db: list[float]) -> float | None:
-    """The active level of speech frames given their dBFS: their power mean."""
-    level = ActiveLevel()
-    for db in frame_levels_db:
-        level.add(db)
-    return level.db
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +99,7 @@ class RoomConfig:
         return level_db is not None and level_db < self.faint_level_db
 
     def faint_turn(self, active_level_db: float | None) -> bool:
-        """A turn at `active_level_db` (`active_level_db()`) is far below a
+        """A turn at `active_level_db` (`ActiveLevel`) is far below a
         talker's level."""
         return active_level_db is not None and active_level_db < self.faint_turn_db
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from callagent.engines.room import (
+    ActiveLevel,
     OverlapWords,
     RoomConfig,
     RoomLevels,
-    active_level_db,
     frame_dbfs,
     words_over_us,
 )
@@ -21,11 +21,18 @@ def test_frame_level_is_its_mean_power() -> None:
     assert frame_dbfs(np.zeros(160, dtype=np.int16)) < -100
 
 
+def active(*levels_db: float) -> float | None:
+    level = ActiveLevel()
+    for db in levels_db:
+        level.add(db)
+    return level.db
+
+
 def test_a_turns_active_level_is_its_frames_power_mean() -> None:
-    assert active_level_db([]) is None
-    assert active_level_db([-20.0, -20.0]) == pytest.approx(-20.0, abs=1e-6)
+    assert active() is None and ActiveLevel().frames == 0
+    assert active(-20.0, -20.0) == pytest.approx(-20.0, abs=1e-6)
     # Pauses inside the turn barely lower it (the mean of the dBFS would read -45).
-    assert active_level_db([-20.0, -70.0]) == pytest.approx(-23.01, abs=0.01)
+    assert active(-20.0, -70.0) == pytest.approx(-23.01, abs=0.01)
 
 
 def test_a_turn_far_below_a_talkers_level_is_faint() -> None:
