@@ -25,6 +25,12 @@ hangover alone would make the pause too long. If words come after all, the
 final transcript interrupts the resumed speech again.
 A stop word still clears playback at once (the stop latency matters more).
 
+Early onsets (`engines.onset`): the VAD confirms soft starts up to 320 ms
+late, so voiced sound well above the line's floor, not our echo and not at
+the room's or far below the caller's level, interrupts at once (provisional,
+as above); if the VAD calls no speech within `OnsetConfig.confirm_ms`, the
+agent picks up again and early onsets rest a while.
+
 Levels (`engines.room`, shared with the duplex controller): before the caller
 has spoken, a faint overlap (a TV, someone across the room, or a quiet caller)
 still cuts the agent on time, but only words make it an interruption (a stop
@@ -39,6 +45,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from callagent.engines.onset import OnsetConfig, OnsetDetector
 from callagent.engines.overlap_words import PIPELINE, QUESTION_STARTS, bare_stop
 from callagent.engines.room import RoomConfig, RoomLevels
 
@@ -97,6 +104,7 @@ class BargeInConfig:
     # -29 at the cut and -33 to -35 later, so -35 (the duplex controller's,
     # counted from its vote) let it through in some calls; -32 did not.
     room: RoomConfig = RoomConfig(faint_level_db=-32.0)
+    onset: OnsetConfig = OnsetConfig()
 
     def __post_init__(self) -> None:
         if not 0 < self.onset_ms <= 250:
@@ -116,10 +124,15 @@ class BargeInPolicy:
         self._speech_ms = 0.0
         self._silence_ms = 0.0  # since the last speech frame
         self._cut_at = 0.0
+        # Words and levels are given their time from here: the cut, or for an
+        # early cut, when the VAD's own rule would have cut (its onset + onset_ms).
+        self._judged_from = 0.0
         self._faint_run = False  # this run has been faint since the cut
         self._level_sum = 0.0  # over the current run's speech frames
         self._level_frames = 0
         self.levels = RoomLevels(config.room)
+        self.onsets = OnsetDetector(config.onset)
+        self._early_cut = False  # the pending interruption began on an early onset
         self.heard_room = False  # the last frame's speech was someone else's (`levels`)
 
     @property
@@ -135,8 +148,13 @@ class BargeInPolicy:
         interruptible: bool,
         partial: str = "",
         level_db: float = -20.0,
+        voiced: bool = False,
+        echo: bool = False,
     ) -> Decision:
+        """One 20 ms frame: the VAD's decision (`speech`), webrtcvad's
+        (`voiced`, for early onsets), the echo watchdog's and the frame's level."""
         self._now += FRAME_MS
+        early = self.onsets.frame(voiced=voiced, level_db=level_db, echo=echo)
         self.levels.frame(speech)
         self.heard_room = speech and self.levels.background(level_db, over_us=agent_speaking)
         if self.heard_room:
@@ -151,6 +169,8 @@ class BargeInPolicy:
                 self._faint_run = False
             self._speech_ms += FRAME_MS
             self._silence_ms = 0.0
+            if self._early_cut and self._state is _State.INTERRUPTED and self._speech_ms == FRAME_MS:
+                self._judged_from = max(self._cut_at, self._onset + self.config.onset_ms)
             self._level_sum += level_db
             self._level_frames += 1
         else:
@@ -162,6 +182,9 @@ class BargeInPolicy:
             return self._interrupted(speech, partial)
         if self._state is _State.YIELDED:
             return Decision.NONE
+        if early and agent_speaking and interruptible and not self.levels.background(level_db, over_us=True):
+            self._early_cut = True
+            return self._interrupt(yielded=False)  # provisional: the VAD must confirm
         if not (speech and agent_speaking and interruptible):
             return Decision.NONE
         self._state = _State.OVERLAP
@@ -194,7 +217,11 @@ class BargeInPolicy:
 
     def _interrupted(self, speech: bool, partial: str) -> Decision:
         """After a provisional interruption: resume, yield, or wait."""
-        assert self._onset is not None
+        if self._onset is None:  # an early onset the VAD has not confirmed yet
+            if self._now - self._cut_at < self.config.onset.confirm_ms:
+                return Decision.NONE
+            self.onsets.unconfirmed()
+            return self._resume()
         level = self._run_level()
         # A run's level settles as it goes (onsets are loud, a distant talker's
         # reverberant tail is not): once faint after the cut, faint for good.
@@ -204,7 +231,7 @@ class BargeInPolicy:
         if self._words_interrupt(partial):
             self._state = _State.YIELDED
             return Decision.NONE
-        if speech and self._now - self._cut_at < self.config.room.faint_resume_ms:
+        if speech and self._now - self._judged_from < self.config.room.faint_resume_ms:
             return Decision.NONE  # other words wait: the level may yet prove it faint
         short = self._speech_ms <= self.config.quick_resume_speech_ms
         if speech:
@@ -232,7 +259,7 @@ class BargeInPolicy:
         if self._words_interrupt(partial):
             self._state = _State.YIELDED
             return Decision.NONE
-        if self._now - self._cut_at >= self.config.room.faint_resume_ms:
+        if self._now - self._judged_from >= self.config.room.faint_resume_ms:
             assert level is not None  # faint means it has a level
             self.levels.is_the_rooms(level)
             return self._resume()
@@ -258,11 +285,15 @@ class BargeInPolicy:
             self._state = _State.IDLE
 
     def _interrupt(self, *, yielded: bool) -> Decision:
+        self._early_cut = self._early_cut and self._onset is None
         self._state = _State.YIELDED if yielded else _State.INTERRUPTED
-        self._cut_at = self._now
+        self._cut_at = self._judged_from = self._now
         return Decision.INTERRUPT
 
     def _resume(self) -> Decision:
+        if self._early_cut and self._now - self._cut_at < self.config.onset.confirm_ms:
+            return Decision.NONE  # an early cut stands until the VAD has had its chance
+        self._early_cut = False
         self._state = _State.IDLE
         self._onset = None
         return Decision.RESUME
