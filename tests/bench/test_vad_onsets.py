@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from callagent.audio.wavfile import read_wav
-from callagent.bench.vad_onsets import LEAD_S, first_speech_ms, vad_flags
+from callagent.bench.vad_onsets import LEAD_S, early_onset_flags, first_speech_ms, onset_count, vad_flags
 from callagent.speech.vad import SileroModel
 
 CLIP = Path(__file__).resolve().parents[2] / "callagent" / "engines" / "fixture_audio" / "reply.wav"
@@ -27,3 +27,14 @@ def test_real_speech_is_heard_within_a_few_frames_and_silence_never() -> None:
     ms = first_speech_ms(vad_flags(speech, model, 0.5, 3), LEAD_S + start)
     assert ms is not None and 0.0 < ms <= 200.0
     assert not any(vad_flags(np.zeros(8000, np.int16), model, 0.5, 3))
+
+
+def test_the_early_onset_detector_hears_real_speech_within_two_frames_and_silence_never() -> None:
+    speech = read_wav(CLIP).samples
+    start = int(np.flatnonzero(np.abs(speech) > 300)[0]) / 8000
+    flags = early_onset_flags(speech)
+    ms = first_speech_ms(flags, LEAD_S + start)
+    assert ms is not None and 0.0 < ms <= 60.0
+    assert onset_count(flags) >= 1
+    assert not any(early_onset_flags(np.zeros(8000, np.int16)))
+    assert onset_count([False, True, True, False, True, False]) == 2
