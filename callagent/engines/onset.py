@@ -5,10 +5,12 @@ vad_onsets`): soft starts ("excuse me", "the delivery ...") are confirmed
 late, and a stop within 250 ms cannot wait for them. webrtcvad flags voiced
 frames within 20 ms of the first sound, but flags line noise too. So both
 overlap controllers (the pipeline's barge-in policy and the duplex
-controller) stop the agent on an *early onset* and take the stop back if the
-VAD has not called speech within `OnsetConfig.confirm_ms`: a cough or a door
-costs the agent a pause of that length and a replay from just before the cut
-(`engines.resume`), never its turn.
+controller) stop the agent on an *early onset* and take the stop back unless
+their own VAD rule (the one that would have stopped the agent without early
+onsets) fires within `OnsetConfig.confirm_ms`: a cough, a door or a distant
+talker's burst costs the agent a pause of that length and a replay from just
+before the cut (`engines.resume`), never its turn. Once confirmed, all goes
+on as if the VAD's rule had stopped the agent.
 
 An early onset is `voiced_frames` consecutive frames that webrtcvad calls
 voiced, each at least `margin_db` above the line's noise floor (the quietest
@@ -34,8 +36,9 @@ class OnsetConfig:
     margin_db: float = 12.0
     min_level_db: float = -50.0
     floor_window_ms: float = 1000.0
-    # The VAD's confirmation comes at most ~320 ms after a soft first sound.
-    confirm_ms: float = 400.0
+    # The VAD's first speech frame comes up to ~320 ms after a soft first
+    # sound, and the controllers' own onset rules want 140-160 ms more.
+    confirm_ms: float = 500.0
     # After an onset the VAD did not confirm (noise, music, a distant talker),
     # early onsets rest until the line has been this long without a frame
     # that would make one: meanwhile the line falls back on the VAD alone.

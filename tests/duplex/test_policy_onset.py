@@ -53,15 +53,35 @@ def test_a_pause_the_vad_never_confirms_is_resumed_as_noise_and_onsets_rest() ->
     assert len(s.of(Pause)) == 1 and s.policy.state is State.SPEAKING
 
 
-def test_a_backchannel_after_an_early_pause_resumes_once_the_window_is_over() -> None:
+def test_a_backchannel_the_start_rule_hears_resumes_as_one_and_a_shorter_one_as_noise() -> None:
     s = Script()
     s.run(1000)
     s.run(40, voiced=True, level=-25.0)
-    s.run(160, speech=True, voiced=True, level=-22.0, text="uh-huh")
+    s.run(160, speech=True, voiced=True, level=-22.0, text="uh-huh")  # 8 votes: confirmed
     s.run(600, text="uh-huh")
     [pause] = s.of(Pause)
     [resume] = s.of(Resume)
-    assert resume.at_ms - pause.at_ms == CONFIRM_MS and resume.kind is Overlap.BACKCHANNEL
+    assert resume.kind is Overlap.BACKCHANNEL and resume.at_ms - pause.at_ms < CONFIRM_MS
+    s = Script()
+    s.run(1000)
+    s.run(40, voiced=True, level=-25.0)
+    s.run(100, speech=True, voiced=True, level=-22.0, text="mm")  # too short for the start rule
+    s.run(600)
+    [pause] = s.of(Pause)
+    [resume] = s.of(Resume)
+    assert resume.kind is Overlap.NOISE and resume.at_ms - pause.at_ms == CONFIRM_MS
+
+
+def test_a_distant_talkers_broken_speech_does_not_confirm_an_early_pause() -> None:
+    s = Script()
+    s.run(1000)
+    for _ in range(10):  # speech frames, but never 8 of 10
+        s.run(40, speech=True, voiced=True, level=-30.0)
+        s.run(40, voiced=True, level=-30.0)
+    [pause] = s.of(Pause)
+    [resume] = s.of(Resume)
+    assert resume.kind is Overlap.NOISE and resume.at_ms - pause.at_ms == CONFIRM_MS
+    assert s.policy.state is State.SPEAKING
 
 
 def test_echo_and_unvoiced_sound_do_not_pause_us() -> None:

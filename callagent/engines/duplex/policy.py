@@ -25,8 +25,10 @@ bare "stop" rule: `engines.overlap_words` (vocabulary `DUPLEX`).
 Early onsets (`engines.onset`, `FrameIn.voiced`): the VAD confirms soft starts
 up to 320 ms late, so voiced sound well above the line's floor, not echo and
 not background by level, pauses us at once (SPEAKING or OVERLAP -> PAUSED).
-The pause stands for `OnsetConfig.confirm_ms`; if the VAD has called no
-speech by then it was noise: we resume and early onsets rest a while.
+It stands if the controller's own start rule (`start_votes` of the last
+`start_window` frames) fires within `OnsetConfig.confirm_ms`, and all goes
+on as if that rule had paused us; if not, it was noise or someone else's
+burst: we resume and early onsets rest a while.
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ class _Run:
     level_sum_db: float = 0.0
     level_frames: int = 0
     active: ActiveLevel = field(default_factory=ActiveLevel)  # of the same frames
-    early: bool = False  # begun on an early onset, before the VAD's speech
+    confirmed: bool = True  # False: begun on an early onset, the start rule not yet fired
 
     @property
     def level_db(self) -> float | None:
@@ -243,7 +245,7 @@ class TurnPolicy:
     _quiet_ms: float = 0.0
     _paused_at: float = 0.0
     # Faint talk's words are given their time from here: the pause, or for an
-    # early pause, when the VAD's own rule would have paused.
+    # early pause, when the start rule confirmed it.
     _judged_from: float = 0.0
     _last_backchannel_ms: float = -1e9
     _backchannelled: bool = False  # in this pause already
@@ -307,7 +309,7 @@ class TurnPolicy:
             if started:
                 self._begin(f, State.OVERLAP)
             elif early:
-                self._run = _Run(f.t_ms - FRAME_MS * (c.onset.voiced_frames - 1), early=True)
+                self._run = _Run(f.t_ms - FRAME_MS * (c.onset.voiced_frames - 1), confirmed=False)
                 return [self._pause(f, self._run)]
             return []
         run = self._run
@@ -323,17 +325,21 @@ class TurnPolicy:
                 self._move(State.SPEAKING)  # a blip: never stopped
             return []
         # PAUSED
+        if not run.confirmed:
+            if started:
+                run.confirmed = True
+                self._judged_from = f.t_ms  # words and levels get their time from here
+            elif f.t_ms - self._paused_at >= c.onset.confirm_ms:
+                self.onsets.unconfirmed()
+                self._run = None
+                self._move(State.SPEAKING)
+                return [Resume(f.t_ms, Overlap.NOISE)]
+            else:
+                return []
         faint = self.levels.faint(run.level_db)
         decided = self._by_words(run) if faint else self._classify(run)
         if decided is Overlap.INTERRUPTION:
             return [self._yield(f, run, paused=True)]
-        if run.early and f.t_ms - self._paused_at < c.onset.confirm_ms:
-            return []  # an early pause stands until the VAD has had its chance
-        if run.speech_ms == 0.0:  # the VAD never called it speech: noise
-            self.onsets.unconfirmed()
-            self._run = None
-            self._move(State.SPEAKING)
-            return [Resume(f.t_ms, Overlap.NOISE)]
         if faint and f.t_ms - self._judged_from >= c.room.faint_resume_ms:
             # Faint talk with no words for us: the room's. Talk on over it.
             assert run.level_db is not None  # faint means it has a level
@@ -366,8 +372,6 @@ class TurnPolicy:
 
     def _count(self, f: FrameIn, counted: bool) -> None:
         if counted and self._run is not None:
-            if self._run.early and self._run.speech_ms == 0.0 and self.state is State.PAUSED:
-                self._judged_from = max(self._paused_at, f.t_ms + self.config.soft_pause_ms)
             self._run.speech_ms += FRAME_MS
             self._run.last_speech_ms = f.t_ms
             self._run.level_sum_db += f.level_db

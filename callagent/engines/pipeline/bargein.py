@@ -27,9 +27,11 @@ A stop word still clears playback at once (the stop latency matters more).
 
 Early onsets (`engines.onset`): the VAD confirms soft starts up to 320 ms
 late, so voiced sound well above the line's floor, not our echo and not at
-the room's or far below the caller's level, interrupts at once (provisional,
-as above); if the VAD calls no speech within `OnsetConfig.confirm_ms`, the
-agent picks up again and early onsets rest a while.
+the room's or far below the caller's level, cuts the agent at once. The cut
+stands only if the VAD's own rule above (`onset_ms` of speech, or a stop
+word) fires within `OnsetConfig.confirm_ms`; from then on all is as if it had
+cut there. Otherwise (a cough, a distant talker's burst) the agent picks up
+again and early onsets rest a while.
 
 Levels (`engines.room`, shared with the duplex controller): before the caller
 has spoken, a faint overlap (a TV, someone across the room, or a quiet caller)
@@ -88,6 +90,7 @@ class _State(enum.Enum):
     OVERLAP = 2  # caller speech while the agent speaks, not yet an interruption
     INTERRUPTED = 3  # provisional: waiting for words
     YIELDED = 4  # the caller has the floor (words came)
+    EARLY = 5  # cut on an early onset: waiting for the VAD's rule to confirm it
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +135,12 @@ class BargeInPolicy:
         self._level_frames = 0
         self.levels = RoomLevels(config.room)
         self.onsets = OnsetDetector(config.onset)
-        self._early_cut = False  # the pending interruption began on an early onset
         self.heard_room = False  # the last frame's speech was someone else's (`levels`)
 
     @property
     def interrupted(self) -> bool:
-        """An interruption is pending confirmation (words) or resumption."""
-        return self._state is _State.INTERRUPTED
+        """An interruption is pending confirmation (the VAD's, or words) or resumption."""
+        return self._state in (_State.INTERRUPTED, _State.EARLY)
 
     def frame(
         self,
@@ -169,35 +171,55 @@ class BargeInPolicy:
                 self._faint_run = False
             self._speech_ms += FRAME_MS
             self._silence_ms = 0.0
-            if self._early_cut and self._state is _State.INTERRUPTED and self._speech_ms == FRAME_MS:
-                self._judged_from = max(self._cut_at, self._onset + self.config.onset_ms)
             self._level_sum += level_db
             self._level_frames += 1
         else:
             self._silence_ms += FRAME_MS
-            if self._state in (_State.IDLE, _State.OVERLAP):
-                self._onset = None
+            if self._state in (_State.IDLE, _State.OVERLAP, _State.EARLY):
+                self._onset = None  # the VAD's rule wants unbroken speech
+            if self._state is _State.OVERLAP:
                 self._state = _State.IDLE
+        if self._state is _State.EARLY:
+            return self._early(speech, partial)
         if self._state is _State.INTERRUPTED:
             return self._interrupted(speech, partial)
         if self._state is _State.YIELDED:
             return Decision.NONE
         if early and agent_speaking and interruptible and not self.levels.background(level_db, over_us=True):
-            self._early_cut = True
-            return self._interrupt(yielded=False)  # provisional: the VAD must confirm
+            self._state = _State.EARLY
+            self._cut_at = self._now
+            return Decision.INTERRUPT  # the VAD's rule must confirm it (`_early`)
         if not (speech and agent_speaking and interruptible):
             return Decision.NONE
         self._state = _State.OVERLAP
-        # A faint overlap cuts us as soon, but only its words can take the floor.
-        faint = self.levels.faint(self._run_level())
-        yielded = self._words_interrupt(partial) if faint else not says_nothing_yet(partial)
         if PIPELINE.has_stop_word(_words(partial)):
-            return self._interrupt(yielded=yielded)
+            return self._interrupt(yielded=self._yielded(partial))
         if self._speech_ms < self.config.onset_ms:
             return Decision.NONE
         if is_backchannel(partial) and self._speech_ms < self.config.max_backchannel_ms:
             return Decision.NONE
-        return self._interrupt(yielded=yielded)
+        return self._interrupt(yielded=self._yielded(partial))
+
+    def _yielded(self, partial: str) -> bool:
+        """Does an interruption here give the caller the floor at once? A faint
+        overlap cuts us as soon, but only its words can take the floor."""
+        faint = self.levels.faint(self._run_level())
+        return self._words_interrupt(partial) if faint else not says_nothing_yet(partial)
+
+    def _early(self, speech: bool, partial: str) -> Decision:
+        """Cut on an early onset: confirmed when the VAD's rule would have cut
+        (unbroken speech of `onset_ms`, or a stop word), else taken back."""
+        rule = self._speech_ms >= self.config.onset_ms or PIPELINE.has_stop_word(_words(partial))
+        if speech and rule:
+            self._state = _State.YIELDED if self._yielded(partial) else _State.INTERRUPTED
+            self._judged_from = self._now  # words and levels get their time from here
+            return Decision.NONE
+        if self._now - self._cut_at < self.config.onset.confirm_ms:
+            return Decision.NONE
+        self.onsets.unconfirmed()
+        self._state = _State.IDLE
+        self._onset = None
+        return Decision.RESUME
 
     def _run_level(self) -> float | None:
         return self._level_sum / self._level_frames if self._level_frames else None
@@ -217,11 +239,7 @@ class BargeInPolicy:
 
     def _interrupted(self, speech: bool, partial: str) -> Decision:
         """After a provisional interruption: resume, yield, or wait."""
-        if self._onset is None:  # an early onset the VAD has not confirmed yet
-            if self._now - self._cut_at < self.config.onset.confirm_ms:
-                return Decision.NONE
-            self.onsets.unconfirmed()
-            return self._resume()
+        assert self._onset is not None
         level = self._run_level()
         # A run's level settles as it goes (onsets are loud, a distant talker's
         # reverberant tail is not): once faint after the cut, faint for good.
@@ -274,7 +292,7 @@ class BargeInPolicy:
         faint = self._faint_run or self.levels.faint(self._run_level())
         self._onset = None
         state, self._state = self._state, _State.IDLE
-        if state is _State.INTERRUPTED and (says_nothing_yet(final_text) or faint
+        if state in (_State.INTERRUPTED, _State.EARLY) and (says_nothing_yet(final_text) or faint
                                             and not self._words_interrupt(final_text)):  # fmt: skip
             return Decision.RESUME
         return Decision.NONE
@@ -285,15 +303,11 @@ class BargeInPolicy:
             self._state = _State.IDLE
 
     def _interrupt(self, *, yielded: bool) -> Decision:
-        self._early_cut = self._early_cut and self._onset is None
         self._state = _State.YIELDED if yielded else _State.INTERRUPTED
         self._cut_at = self._judged_from = self._now
         return Decision.INTERRUPT
 
     def _resume(self) -> Decision:
-        if self._early_cut and self._now - self._cut_at < self.config.onset.confirm_ms:
-            return Decision.NONE  # an early cut stands until the VAD has had its chance
-        self._early_cut = False
         self._state = _State.IDLE
         self._onset = None
         return Decision.RESUME
