@@ -170,3 +170,20 @@ def test_rates_percentiles_and_the_v15_average() -> None:
     assert percentile([0.0, 1.0], 95) == pytest.approx(0.95)
     assert v15_average(1.0, [1.0, 0.5, 0.5]) == pytest.approx(75.0)
     assert math.isnan(v15_average(1.0, [1.0, math.nan, 0.5]))
+
+
+def test_an_agent_cut_in_a_gap_of_its_speech_right_after_the_overlap_began_was_speaking() -> None:
+    # Its last word ended 60 ms before the caller's onset; the clear came 40 ms
+    # after it: FDB's merge over gaps <= 0.5 s makes it one utterance, stopped at once.
+    cut = AgentSpeech(Span(0.0, 7.94), turn="a1")
+    answer = AgentSpeech(Span(10.5, 14.0), turn="a2")
+    t = tl(Scenario.INTERRUPTION, cut, answer, overlap=OVERLAP, turns=TURNS, clears=(8.04,))
+    out = overlap_outcome(t)
+    assert out.behaviour is Behaviour.RESPOND and out.stop_latency == 0.0
+    # No clear: it had simply stopped before the caller spoke.
+    t = tl(Scenario.INTERRUPTION, cut, answer, overlap=OVERLAP, turns=TURNS)
+    assert overlap_outcome(t).behaviour is Behaviour.NO_OVERLAP
+    # A longer silence than FDB's merge gap: not speaking, whatever came after.
+    early = AgentSpeech(Span(0.0, 7.3), turn="a1")
+    t = tl(Scenario.INTERRUPTION, early, answer, overlap=OVERLAP, turns=TURNS, clears=(8.04,))
+    assert overlap_outcome(t).behaviour is Behaviour.NO_OVERLAP

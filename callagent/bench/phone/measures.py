@@ -16,7 +16,11 @@ written in docs/benchmarks.md ("Phone conversations"):
   speech), and the behaviour: RESPOND (stopped or not, then took a new turn),
   RESUME (kept its turn, or picked the same turn up again), UNKNOWN (cut and
   silent), NO_OVERLAP (the agent was not speaking when the overlap started:
-  the sample missed its target and is left out of the rates).
+  the sample missed its target and is left out of the rates). An agent in a
+  gap of its speech (at most `MERGE_GAP_S`, FDB v1.5's merge) when the
+  overlap starts and cut by a ``clear`` right after was speaking: the merge
+  would have joined the gap to the audio the clear dropped. Its stop latency
+  is 0 (negative clipped, as for turn latency).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ RESPONSE_WINDOW_S = 5.0  # a new agent turn this long after the overlap still an
 TURN_WINDOW_S = 10.0  # the agent must answer a caller's turn within this
 HELD_S = 0.5  # agent audio this long past the overlap's end: it talked over the caller
 CLEAR_SLACK_S = 0.3
+MERGE_GAP_S = 0.5  # FDB v1.5 merges an agent's speech over gaps this short (analyze.MODEL_MERGE_GAP_S)
 
 
 class Behaviour(enum.StrEnum):
@@ -103,9 +108,11 @@ def overlap_outcome(tl: CallTimeline, window_s: float = RESPONSE_WINDOW_S) -> Ov
     ov = _required(tl.overlap, "overlap")
     playing = next((sp for sp in tl.agent if sp.span.start <= ov.start <= sp.span.end), None)
     if playing is None:
+        playing = _cut_in_a_gap(tl, ov)
+    if playing is None:
         return OverlapOutcome(Behaviour.NO_OVERLAP, None, None)
     stop = playing.span.end
-    stop_latency = stop - ov.start
+    stop_latency = max(0.0, stop - ov.start)
     cut = any(ov.start - CLEAR_SLACK_S <= c <= stop + CLEAR_SLACK_S for c in tl.clears)
     nxt = next((sp for sp in tl.agent if sp.span.start >= stop), None)
     if nxt is not None and nxt.span.start > max(ov.end, stop) + window_s:
@@ -117,6 +124,15 @@ def overlap_outcome(tl: CallTimeline, window_s: float = RESPONSE_WINDOW_S) -> Ov
     if held or not cut or (nxt is not None and _continues(tl, playing, nxt)):
         return OverlapOutcome(Behaviour.RESUME, stop_latency, response_latency)
     return OverlapOutcome(Behaviour.UNKNOWN, stop_latency, None)
+
+
+def _cut_in_a_gap(tl: CallTimeline, ov: Span) -> AgentSpeech | None:
+    """The agent speech that paused less than `MERGE_GAP_S` before the overlap
+    and was cut (a clear) between its end and just after the overlap's start."""
+    before = [sp for sp in tl.agent if 0.0 < ov.start - sp.span.end <= MERGE_GAP_S]
+    if before and any(before[-1].span.end <= c <= ov.start + CLEAR_SLACK_S for c in tl.clears):
+        return before[-1]
+    return None
 
 
 def _continues(tl: CallTimeline, before: AgentSpeech, after: AgentSpeech) -> bool:
