@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -243,8 +244,13 @@ def render_status(progress: CampaignProgress, *, width: int = 30) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     out = sys.stdout
+    # Ctrl-C is the way out of --watch. Taken as a flag, not as KeyboardInterrupt:
+    # one landing inside asyncio.run cancelled the query mid-flight, and the
+    # database engine's disposal then hung (seen under load in CI).
+    interrupted: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if args.watch else None
     try:
-        while True:
+        while not interrupted:
             progress = _run(args, lambda sessions: operations.status(
                 sessions, args.campaign, now=datetime.now(UTC)))
             text = "\n\n".join(render_status(p) for p in progress) or "no campaigns"
@@ -255,9 +261,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             out.flush()
             if not args.watch:
                 return 0
-            time.sleep(args.interval)
-    except KeyboardInterrupt:       # the way out of --watch
+            until = time.monotonic() + args.interval
+            while not interrupted and time.monotonic() < until:
+                time.sleep(min(0.05, args.interval))
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 # --- the parser --------------------------------------------------------------------------------
