@@ -1,5 +1,11 @@
 """Early onset: caller sound starting over our speech, before the VAD confirms it. Pure.
 
+Not wired into the engines on main: the integration (commits 804661f and
+ce5a068, reverted by the commit after b28aa3f) met the stop-latency target
+but kept the agent cut through background speech in the e2e side-speech
+tests (docs/benchmarks.md, "Early onsets"). `scripts/bench vad_onsets` times
+the detector alone. The design below is what the integration did.
+
 Silero calls a caller's speech 60-320 ms after its first sound (`scripts/bench
 vad_onsets`): soft starts ("excuse me", "the delivery ...") are confirmed
 late, and a stop within 250 ms cannot wait for them. webrtcvad flags voiced

@@ -169,8 +169,7 @@ class _Worker(threading.Thread):
         echo = self._aec.process(frame, self._reference.frame(t))
         vad = self._vad.process(echo.clean_8k)
         before = policy.state
-        decisions = policy.frame(FrameIn(t, vad.is_speech, echo.echo, frame_dbfs(frame), vad.webrtc,
-                                         frame_dbfs(echo.clean_8k)))  # fmt: skip
+        decisions = policy.frame(FrameIn(t, vad.is_speech, echo.echo, frame_dbfs(frame)))
         in_run = policy.state in (State.USER_TALKING, State.USER_PAUSE, State.OVERLAP,
                                   State.PAUSED)  # fmt: skip
         if in_run and not self._in_utt:

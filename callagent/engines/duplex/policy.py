@@ -21,14 +21,6 @@ short run of backchannel words resumes; side talk ("honey", "one sec") with
 no question to us resumes; anything long, wordy, a stop word or a question
 is an interruption. Which words are backchannels or stop words, and the
 bare "stop" rule: `engines.overlap_words` (vocabulary `DUPLEX`).
-
-Early onsets (`engines.onset`, `FrameIn.voiced`): the VAD confirms soft starts
-up to 320 ms late, so voiced sound well above the line's floor, not echo and
-not background by level, pauses us at once (SPEAKING or OVERLAP -> PAUSED).
-It stands if the controller's own start rule (`start_votes` of the last
-`start_window` frames) fires within `OnsetConfig.confirm_ms`, and all goes
-on as if that rule had paused us; if not, it was noise or someone else's
-burst: we resume and early onsets rest a while.
 """
 
 from __future__ import annotations
@@ -39,7 +31,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from callagent.engines.onset import OnsetConfig, OnsetDetector
 from callagent.engines.overlap_words import DUPLEX, QUESTION_STARTS, bare_stop
 from callagent.engines.phrase_ends import ends_mid_phrase
 from callagent.engines.room import ActiveLevel, RoomConfig, RoomLevels
@@ -119,10 +110,6 @@ class FrameIn:
     speech: bool  # the VAD's decision for this frame
     echo: bool = False  # the echo watchdog calls it our own voice
     level_db: float = -90.0  # frame level, dBFS
-    voiced: bool = False  # webrtcvad's decision (early onsets)
-    # The level of what the VAD heard (echo cancelled), if not `level_db`:
-    # early onsets are judged on it, our own echo left out.
-    heard_db: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +189,6 @@ class PolicyConfig:
     # pause us on time, but only words make them an interruption), the room's
     # floor after faint talk with no words for us (`engines.room`).
     room: RoomConfig = RoomConfig()
-    onset: OnsetConfig = OnsetConfig()
 
 
 _MOVES: Final[dict[State, frozenset[State]]] = {
@@ -210,7 +196,7 @@ _MOVES: Final[dict[State, frozenset[State]]] = {
     State.USER_TALKING: frozenset({State.USER_PAUSE}),
     State.USER_PAUSE: frozenset({State.USER_TALKING, State.RESPONDING, State.SPEAKING}),
     State.RESPONDING: frozenset({State.SPEAKING, State.USER_TALKING, State.LISTEN}),
-    State.SPEAKING: frozenset({State.OVERLAP, State.PAUSED, State.LISTEN, State.USER_TALKING}),
+    State.SPEAKING: frozenset({State.OVERLAP, State.LISTEN, State.USER_TALKING}),
     State.OVERLAP: frozenset({State.PAUSED, State.SPEAKING, State.USER_TALKING, State.LISTEN}),
     State.PAUSED: frozenset({State.SPEAKING, State.USER_TALKING, State.LISTEN}),
 }
@@ -229,7 +215,6 @@ class _Run:
     level_sum_db: float = 0.0
     level_frames: int = 0
     active: ActiveLevel = field(default_factory=ActiveLevel)  # of the same frames
-    confirmed: bool = True  # False: begun on an early onset, the start rule not yet fired
 
     @property
     def level_db(self) -> float | None:
@@ -244,18 +229,13 @@ class TurnPolicy:
     _run: _Run | None = None
     _quiet_ms: float = 0.0
     _paused_at: float = 0.0
-    # Faint talk's words are given their time from here: the pause, or for an
-    # early pause, when the start rule confirmed it.
-    _judged_from: float = 0.0
     _last_backchannel_ms: float = -1e9
     _backchannelled: bool = False  # in this pause already
     levels: RoomLevels = field(init=False)
-    onsets: OnsetDetector = field(init=False)
     min_digits: int = 0  # the agent asked for a number this long (0: not a number)
 
     def __post_init__(self) -> None:
         self.levels = RoomLevels(self.config.room)
-        self.onsets = OnsetDetector(self.config.onset)
 
     @property
     def caller_level_db(self) -> float | None:
@@ -281,12 +261,9 @@ class TurnPolicy:
 
     def frame(self, f: FrameIn) -> list[Decision]:
         c = self.config
-        heard_db = f.level_db if f.heard_db is None else f.heard_db
-        early = self.onsets.frame(voiced=f.voiced, level_db=heard_db, echo=f.echo)
         self.levels.frame(f.speech)
         over_us = self.state in (State.SPEAKING, State.OVERLAP, State.PAUSED)
         counted = f.speech and not f.echo and not self.levels.background(f.level_db, over_us=over_us)
-        early = early and over_us and not self.levels.background(heard_db, over_us=True)
         self._window.append(counted)
         self._quiet_ms = 0.0 if counted else self._quiet_ms + FRAME_MS
         started = sum(self._window) >= c.start_votes
@@ -308,9 +285,6 @@ class TurnPolicy:
         if self.state is State.SPEAKING:
             if started:
                 self._begin(f, State.OVERLAP)
-            elif early:
-                self._run = _Run(f.t_ms - FRAME_MS * (c.onset.voiced_frames - 1), confirmed=False)
-                return [self._pause(f, self._run)]
             return []
         run = self._run
         assert run is not None
@@ -318,29 +292,20 @@ class TurnPolicy:
         if self.state is State.OVERLAP:
             if not self.levels.faint(run.level_db) and self._is_interruption(run):
                 return [self._yield(f, run, paused=False)]
-            if early or (f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms and self._quiet_ms == 0.0):
-                return [self._pause(f, run)]
+            if f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms and self._quiet_ms == 0.0:
+                self._move(State.PAUSED)
+                self._paused_at = f.t_ms
+                return [Pause(f.t_ms, run.onset_ms)]
             if self._quiet_ms >= c.end_quiet_ms:
                 self._run = None
                 self._move(State.SPEAKING)  # a blip: never stopped
             return []
         # PAUSED
-        if not run.confirmed:
-            if started:
-                run.confirmed = True
-                self._judged_from = f.t_ms  # words and levels get their time from here
-            elif f.t_ms - self._paused_at >= c.onset.confirm_ms:
-                self.onsets.unconfirmed()
-                self._run = None
-                self._move(State.SPEAKING)
-                return [Resume(f.t_ms, Overlap.NOISE)]
-            else:
-                return []
         faint = self.levels.faint(run.level_db)
         decided = self._by_words(run) if faint else self._classify(run)
         if decided is Overlap.INTERRUPTION:
             return [self._yield(f, run, paused=True)]
-        if faint and f.t_ms - self._judged_from >= c.room.faint_resume_ms:
+        if faint and f.t_ms - self._paused_at >= c.room.faint_resume_ms:
             # Faint talk with no words for us: the room's. Talk on over it.
             assert run.level_db is not None  # faint means it has a level
             self.levels.is_the_rooms(run.level_db)
@@ -364,11 +329,6 @@ class TurnPolicy:
         onset = f.t_ms - FRAME_MS * (votes - 1)
         self._run = _Run(onset, FRAME_MS * votes, f.t_ms)
         self._move(state)
-
-    def _pause(self, f: FrameIn, run: _Run) -> Pause:
-        self._move(State.PAUSED)
-        self._paused_at = self._judged_from = f.t_ms
-        return Pause(f.t_ms, run.onset_ms)
 
     def _count(self, f: FrameIn, counted: bool) -> None:
         if counted and self._run is not None:

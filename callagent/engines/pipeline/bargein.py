@@ -25,14 +25,6 @@ hangover alone would make the pause too long. If words come after all, the
 final transcript interrupts the resumed speech again.
 A stop word still clears playback at once (the stop latency matters more).
 
-Early onsets (`engines.onset`): the VAD confirms soft starts up to 320 ms
-late, so voiced sound well above the line's floor, not our echo and not at
-the room's or far below the caller's level, cuts the agent at once. The cut
-stands only if the VAD's own rule above (`onset_ms` of speech, or a stop
-word) fires within `OnsetConfig.confirm_ms`; from then on all is as if it had
-cut there. Otherwise (a cough, a distant talker's burst) the agent picks up
-again and early onsets rest a while.
-
 Levels (`engines.room`, shared with the duplex controller): before the caller
 has spoken, a faint overlap (a TV, someone across the room, or a quiet caller)
 still cuts the agent on time, but only words make it an interruption (a stop
@@ -47,7 +39,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from callagent.engines.onset import OnsetConfig, OnsetDetector
 from callagent.engines.overlap_words import PIPELINE, QUESTION_STARTS, bare_stop
 from callagent.engines.room import RoomConfig, RoomLevels
 
@@ -90,7 +81,6 @@ class _State(enum.Enum):
     OVERLAP = 2  # caller speech while the agent speaks, not yet an interruption
     INTERRUPTED = 3  # provisional: waiting for words
     YIELDED = 4  # the caller has the floor (words came)
-    EARLY = 5  # cut on an early onset: waiting for the VAD's rule to confirm it
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +97,6 @@ class BargeInConfig:
     # -29 at the cut and -33 to -35 later, so -35 (the duplex controller's,
     # counted from its vote) let it through in some calls; -32 did not.
     room: RoomConfig = RoomConfig(faint_level_db=-32.0)
-    onset: OnsetConfig = OnsetConfig()
 
     def __post_init__(self) -> None:
         if not 0 < self.onset_ms <= 250:
@@ -127,20 +116,16 @@ class BargeInPolicy:
         self._speech_ms = 0.0
         self._silence_ms = 0.0  # since the last speech frame
         self._cut_at = 0.0
-        # Words and levels are given their time from here: the cut, or for an
-        # early cut, when the VAD's own rule would have cut (its onset + onset_ms).
-        self._judged_from = 0.0
         self._faint_run = False  # this run has been faint since the cut
         self._level_sum = 0.0  # over the current run's speech frames
         self._level_frames = 0
         self.levels = RoomLevels(config.room)
-        self.onsets = OnsetDetector(config.onset)
         self.heard_room = False  # the last frame's speech was someone else's (`levels`)
 
     @property
     def interrupted(self) -> bool:
-        """An interruption is pending confirmation (the VAD's, or words) or resumption."""
-        return self._state in (_State.INTERRUPTED, _State.EARLY)
+        """An interruption is pending confirmation (words) or resumption."""
+        return self._state is _State.INTERRUPTED
 
     def frame(
         self,
@@ -150,13 +135,8 @@ class BargeInPolicy:
         interruptible: bool,
         partial: str = "",
         level_db: float = -20.0,
-        voiced: bool = False,
-        echo: bool = False,
     ) -> Decision:
-        """One 20 ms frame: the VAD's decision (`speech`), webrtcvad's
-        (`voiced`, for early onsets), the echo watchdog's and the frame's level."""
         self._now += FRAME_MS
-        early = self.onsets.frame(voiced=voiced, level_db=level_db, echo=echo)
         self.levels.frame(speech)
         self.heard_room = speech and self.levels.background(level_db, over_us=agent_speaking)
         if self.heard_room:
@@ -175,51 +155,26 @@ class BargeInPolicy:
             self._level_frames += 1
         else:
             self._silence_ms += FRAME_MS
-            if self._state in (_State.IDLE, _State.OVERLAP, _State.EARLY):
-                self._onset = None  # the VAD's rule wants unbroken speech
-            if self._state is _State.OVERLAP:
+            if self._state in (_State.IDLE, _State.OVERLAP):
+                self._onset = None
                 self._state = _State.IDLE
-        if self._state is _State.EARLY:
-            return self._early(speech, partial)
         if self._state is _State.INTERRUPTED:
             return self._interrupted(speech, partial)
         if self._state is _State.YIELDED:
             return Decision.NONE
-        if early and agent_speaking and interruptible and not self.levels.background(level_db, over_us=True):
-            self._state = _State.EARLY
-            self._cut_at = self._now
-            return Decision.INTERRUPT  # the VAD's rule must confirm it (`_early`)
         if not (speech and agent_speaking and interruptible):
             return Decision.NONE
         self._state = _State.OVERLAP
+        # A faint overlap cuts us as soon, but only its words can take the floor.
+        faint = self.levels.faint(self._run_level())
+        yielded = self._words_interrupt(partial) if faint else not says_nothing_yet(partial)
         if PIPELINE.has_stop_word(_words(partial)):
-            return self._interrupt(yielded=self._yielded(partial))
+            return self._interrupt(yielded=yielded)
         if self._speech_ms < self.config.onset_ms:
             return Decision.NONE
         if is_backchannel(partial) and self._speech_ms < self.config.max_backchannel_ms:
             return Decision.NONE
-        return self._interrupt(yielded=self._yielded(partial))
-
-    def _yielded(self, partial: str) -> bool:
-        """Does an interruption here give the caller the floor at once? A faint
-        overlap cuts us as soon, but only its words can take the floor."""
-        faint = self.levels.faint(self._run_level())
-        return self._words_interrupt(partial) if faint else not says_nothing_yet(partial)
-
-    def _early(self, speech: bool, partial: str) -> Decision:
-        """Cut on an early onset: confirmed when the VAD's rule would have cut
-        (unbroken speech of `onset_ms`, or a stop word), else taken back."""
-        rule = self._speech_ms >= self.config.onset_ms or PIPELINE.has_stop_word(_words(partial))
-        if speech and rule:
-            self._state = _State.YIELDED if self._yielded(partial) else _State.INTERRUPTED
-            self._judged_from = self._now  # words and levels get their time from here
-            return Decision.NONE
-        if self._now - self._cut_at < self.config.onset.confirm_ms:
-            return Decision.NONE
-        self.onsets.unconfirmed()
-        self._state = _State.IDLE
-        self._onset = None
-        return Decision.RESUME
+        return self._interrupt(yielded=yielded)
 
     def _run_level(self) -> float | None:
         return self._level_sum / self._level_frames if self._level_frames else None
@@ -249,7 +204,7 @@ class BargeInPolicy:
         if self._words_interrupt(partial):
             self._state = _State.YIELDED
             return Decision.NONE
-        if speech and self._now - self._judged_from < self.config.room.faint_resume_ms:
+        if speech and self._now - self._cut_at < self.config.room.faint_resume_ms:
             return Decision.NONE  # other words wait: the level may yet prove it faint
         short = self._speech_ms <= self.config.quick_resume_speech_ms
         if speech:
@@ -277,7 +232,7 @@ class BargeInPolicy:
         if self._words_interrupt(partial):
             self._state = _State.YIELDED
             return Decision.NONE
-        if self._now - self._judged_from >= self.config.room.faint_resume_ms:
+        if self._now - self._cut_at >= self.config.room.faint_resume_ms:
             assert level is not None  # faint means it has a level
             self.levels.is_the_rooms(level)
             return self._resume()
@@ -292,7 +247,7 @@ class BargeInPolicy:
         faint = self._faint_run or self.levels.faint(self._run_level())
         self._onset = None
         state, self._state = self._state, _State.IDLE
-        if state in (_State.INTERRUPTED, _State.EARLY) and (says_nothing_yet(final_text) or faint
+        if state is _State.INTERRUPTED and (says_nothing_yet(final_text) or faint
                                             and not self._words_interrupt(final_text)):  # fmt: skip
             return Decision.RESUME
         return Decision.NONE
@@ -304,7 +259,7 @@ class BargeInPolicy:
 
     def _interrupt(self, *, yielded: bool) -> Decision:
         self._state = _State.YIELDED if yielded else _State.INTERRUPTED
-        self._cut_at = self._judged_from = self._now
+        self._cut_at = self._now
         return Decision.INTERRUPT
 
     def _resume(self) -> Decision:

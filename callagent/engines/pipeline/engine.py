@@ -351,10 +351,7 @@ class PipelineEngine:
             return
         if isinstance(event, SpeechStarted):
             self._caller_talking = True
-            # Over our speech, or the speech an early onset cut us for (the
-            # VAD confirms it after the cut: `engines.onset`).
-            early = event.start_ms - self._barge_in_at_ms <= self._bargein_config.onset.confirm_ms
-            self._overlapped = self.agent_state(event.start_ms)[0] or (self._cut is not None and early)
+            self._overlapped = self.agent_state(event.start_ms)[0]
             self._last_input_ms = self._fed_ms
         elif isinstance(event, Partial):
             self._last_input_ms = self._fed_ms

@@ -204,8 +204,6 @@ class SpeechWorker:
             else:
                 self._preroll8.append(frame)
         if isinstance(event, TurnStarted):
-            if self._bargein.interrupted:
-                self._turns.took_floor()  # an early onset cut the agent before this turn began
             self._partial = ""
             self._turn_level, self._turn_room = ActiveLevel(), 0
             self._post(SpeechStarted(event.start_ms))
@@ -230,8 +228,6 @@ class SpeechWorker:
             interruptible=interruptible,
             partial=self._partial,
             level_db=level_db,
-            voiced=vad.webrtc,
-            echo=echo,
         )
         if speech and (self._turns.in_turn or isinstance(event, TurnEnded)):
             self._turn_level.add(level_db)
