@@ -31,6 +31,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from callagent.bench.phone.analyze import MODEL_MERGE_GAP_S as MERGE_GAP_S
 from callagent.bench.phone.timeline import AgentSpeech, CallTimeline, Span
 
 __all__ = [
@@ -56,7 +57,6 @@ RESPONSE_WINDOW_S = 5.0  # a new agent turn this long after the overlap still an
 TURN_WINDOW_S = 10.0  # the agent must answer a caller's turn within this
 HELD_S = 0.5  # agent audio this long past the overlap's end: it talked over the caller
 CLEAR_SLACK_S = 0.3
-MERGE_GAP_S = 0.5  # FDB v1.5 merges an agent's speech over gaps this short (analyze.MODEL_MERGE_GAP_S)
 
 
 class Behaviour(enum.StrEnum):
