@@ -65,6 +65,9 @@ class GeminiLiveServer:
     setups: list[Setup] = field(default_factory=list)
     tool_responses: list[ToolResponse] = field(default_factory=list)
     interruptions: int = 0
+    # ms of 24 kHz audio synthesised for each turn, in order: Piper's durations
+    # vary between runs, so tests compare against what was really sent
+    turn_audio_ms: list[float] = field(default_factory=list)
     _states: dict[str, Conversation] = field(default_factory=dict)
     _server: Server | None = None
 
@@ -202,6 +205,7 @@ class _Session:
         await self._stream(text, await self._synthesize(text))
 
     async def _stream(self, text: str, audio: np.ndarray) -> None:
+        self.server.turn_audio_ms.append(len(audio) / 24.0)
         step = 24 * CHUNK_MS
         for i in range(0, len(audio), step):
             chunk = audio[i : i + step].astype("<i2").tobytes()

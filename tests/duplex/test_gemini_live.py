@@ -163,8 +163,10 @@ async def test_a_call_with_a_tool_and_a_reconnect_on_go_away(
     audio = [e for e in events if isinstance(e, AgentAudio) and e.turn_id == "g1"]
     assert audio and all(a.audio.rate == 8000 for a in audio)
     total_ms = sum(a.audio.duration_ms for a in audio)
-    spoken = models.tts.prompt_8k(first.text).duration_ms
-    assert abs(total_ms - spoken) < 0.05 * spoken  # the whole opening arrived
+    # the whole opening arrived (Piper's durations vary run to run: compare with
+    # what the server synthesised, not a fresh synthesis)
+    sent = server.turn_audio_ms[0]
+    assert abs(total_ms - sent) < 0.01 * sent
     # the server said goAway after the opening: the backend came back with the handle
     assert server.connections == 2 and engine.reconnects == 1
     assert server.setups[1].resume_handle == "handle-1"
