@@ -1,37 +1,38 @@
 """Early onset: caller sound starting over our speech, before the VAD confirms it. Pure.
 
-Not wired into the engines on main: the integration (commits 804661f and
-ce5a068, reverted by the commit after b28aa3f) met the stop-latency target
-but kept the agent cut through background speech in the e2e side-speech
-tests (docs/benchmarks.md, "Early onsets"). `scripts/bench vad_onsets` times
-the detector alone. The design below is what the integration did.
-
 Silero calls a caller's speech 60-320 ms after its first sound (`scripts/bench
 vad_onsets`): soft starts ("excuse me", "the delivery ...") are confirmed
 late, and a stop within 250 ms cannot wait for them. webrtcvad flags voiced
-frames within 20 ms of the first sound, but flags line noise too. So both
-overlap controllers (the pipeline's barge-in policy and the duplex
-controller) stop the agent on an *early onset* and take the stop back unless
-their own VAD rule (the one that would have stopped the agent without early
-onsets) fires within `OnsetConfig.confirm_ms`: a cough, a door or a distant
-talker's burst costs the agent a pause of that length and a replay from just
-before the cut (`engines.resume`), never its turn. Once confirmed, all goes
-on as if the VAD's rule had stopped the agent.
+frames within 20 ms of the first sound, but flags line noise too.
 
-An early onset is `voiced_frames` consecutive frames that webrtcvad calls
-voiced, each at least `margin_db` above the line's noise floor (the quietest
-frame of the last `floor_window_ms`) and above `min_level_db`, and none that
-the echo watchdog explains as our own voice. The controllers add the level
-tests of `engines.room`: nothing far below the caller's own level, or no
-louder than the room's known floor, is an onset either.
+`OnsetDetector`: an early onset is `voiced_frames` consecutive frames that
+webrtcvad calls voiced, each at least `margin_db` above the line's noise
+floor (the quietest frame of the last `floor_window_ms`) and above
+`min_level_db`, and none that the echo watchdog explains as our own voice.
+
+`EarlyStop` sits *beside* an overlap controller (the pipeline's barge-in
+policy, the duplex controller), never inside it: on an early onset it stops
+the agent at once, and while the stop is pending the controller is told the
+agent still speaks, so it runs exactly the rules it runs without early
+onsets. The stop stands if the controller stops the agent itself (its own
+rule fired: from then on all is as without early onsets, only sooner). If
+the controller is idle `confirm_ms` after the onset (it never saw speech, or
+saw a blip), the stop is taken back: a cough, a door or a distant talker's
+burst costs the agent a pause of that length and a replay from just before
+the cut (`engines.resume`), never its turn, and early onsets rest a while.
+A first attempt put the early stop inside the controllers' state machines
+(reverted in 7fd73dc): their background and side-talk rules then ran from
+the early stop instead of their own, and held the agent silent through
+background speech.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["OnsetConfig", "OnsetDetector"]
+__all__ = ["EarlyAction", "EarlyStop", "OnsetConfig", "OnsetDetector"]
 
 FRAME_MS = 20.0
 
@@ -75,6 +76,10 @@ class OnsetDetector:
         """The line's noise floor: its quietest recent frame (None before any)."""
         return min(self._levels) if self._levels else None
 
+    @property
+    def resting(self) -> bool:
+        return self._rest_ms > 0
+
     def frame(self, *, voiced: bool, level_db: float, echo: bool = False) -> bool:
         """True while the last `voiced_frames` frames were all loud, voiced and
         not echo (and the detector is not resting)."""
@@ -93,3 +98,53 @@ class OnsetDetector:
     def unconfirmed(self) -> None:
         """The last onset was not speech after all: rest (`OnsetConfig.rest_ms`)."""
         self._rest_ms = self.config.rest_ms
+
+
+class EarlyAction(enum.Enum):
+    NONE = "none"
+    STOP = "stop"  # stop the agent now (keep what it was saying)
+    CONFIRMED = "confirmed"  # the controller stopped it too: its stop is already done
+    TAKE_BACK = "take_back"  # not speech for the controller: go on with what was cut
+
+
+class EarlyStop:
+    """One call's early stops, beside its overlap controller. Per frame: feed
+    `onset()` the line, run the controller (telling it the agent speaks while
+    `pending`), then `step()` with what the controller did."""
+
+    def __init__(self, config: OnsetConfig = OnsetConfig()) -> None:
+        self.config = config
+        self.detector = OnsetDetector(config)
+        self._since_ms: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        """An early stop waits for the controller: to it the agent still speaks."""
+        return self._since_ms is not None
+
+    def onset(self, *, voiced: bool, level_db: float, echo: bool = False) -> bool:
+        return self.detector.frame(voiced=voiced, level_db=level_db, echo=echo)
+
+    def step(self, t_ms: float, *, onset: bool, may_stop: bool, stopped: bool, busy: bool) -> EarlyAction:
+        """After the controller's frame at `t_ms`. `stopped`: it stopped the
+        agent (or took it off the floor) in this frame; `busy`: it is judging a
+        run of speech over us; `may_stop`: the agent's interruptible speech is
+        playing and the sound is not the room's by level (`engines.room`)."""
+        since = self._since_ms
+        if since is not None:
+            if stopped:
+                self._since_ms = None
+                return EarlyAction.CONFIRMED
+            if not busy and t_ms - since >= self.config.confirm_ms:
+                self._since_ms = None
+                self.detector.unconfirmed()
+                return EarlyAction.TAKE_BACK
+            return EarlyAction.NONE
+        if onset and may_stop and not stopped and not busy:
+            self._since_ms = t_ms
+            return EarlyAction.STOP
+        return EarlyAction.NONE
+
+    def cancel(self) -> None:
+        """The agent's speech ended some other way (a key press, a hang-up)."""
+        self._since_ms = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callagent.engines.onset import OnsetConfig, OnsetDetector
+from callagent.engines.onset import EarlyAction, EarlyStop, OnsetConfig, OnsetDetector
 
 
 def feed(detector: OnsetDetector, frames: list[tuple[bool, float]], echo: bool = False) -> list[int]:
@@ -53,3 +53,56 @@ def test_an_unconfirmed_onset_rests_the_detector() -> None:
 def test_bad_config_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         OnsetConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# ---- EarlyStop: beside a controller --------------------------------------------------
+
+
+def steps(early: EarlyStop, frames: list[dict[str, bool]]) -> list[EarlyAction]:
+    """One `step` per frame (20 ms apart); defaults: no onset, may stop, idle."""
+    out = []
+    for i, f in enumerate(frames):
+        kw = {"onset": False, "may_stop": True, "stopped": False, "busy": False} | f
+        out.append(early.step(20.0 * i, **kw))
+    return out
+
+
+def test_an_onset_stops_and_the_controller_s_own_stop_confirms_it() -> None:
+    early = EarlyStop()
+    frames = [{"onset": True}, {"busy": True}, {"busy": True}, {"stopped": True}, {}]
+    actions = steps(early, frames)
+    assert actions == [EarlyAction.STOP, EarlyAction.NONE, EarlyAction.NONE,
+                       EarlyAction.CONFIRMED, EarlyAction.NONE]  # fmt: skip
+    assert not early.pending
+
+
+def test_an_onset_the_controller_never_takes_up_is_taken_back_and_rests() -> None:
+    early = EarlyStop(OnsetConfig(confirm_ms=100.0))
+    actions = steps(early, [{"onset": True}] + [{}] * 6)
+    assert actions[0] is EarlyAction.STOP and early.pending is False
+    assert actions[5] is EarlyAction.TAKE_BACK  # 100 ms after the onset, the controller idle
+    assert all(a is EarlyAction.NONE for a in actions[1:5] + actions[6:])
+    assert early.detector.resting  # early onsets rest
+
+
+def test_a_stop_waits_while_the_controller_judges_speech() -> None:
+    # The controller is mid-run at the deadline: its verdict decides, not the clock.
+    early = EarlyStop(OnsetConfig(confirm_ms=40.0))
+    actions = steps(early, [{"onset": True}] + [{"busy": True}] * 10 + [{}])
+    assert actions[0] is EarlyAction.STOP
+    assert actions[1:11] == [EarlyAction.NONE] * 10
+    assert actions[11] is EarlyAction.TAKE_BACK  # a blip after all
+
+
+def test_no_early_stop_when_it_may_not_or_the_controller_is_busy() -> None:
+    assert steps(EarlyStop(), [{"onset": True, "may_stop": False}]) == [EarlyAction.NONE]
+    assert steps(EarlyStop(), [{"onset": True, "busy": True}]) == [EarlyAction.NONE]
+    assert steps(EarlyStop(), [{"onset": True, "stopped": True}]) == [EarlyAction.NONE]
+
+
+def test_cancel_forgets_a_pending_stop() -> None:
+    early = EarlyStop()
+    steps(early, [{"onset": True}])
+    assert early.pending
+    early.cancel()
+    assert not early.pending

@@ -467,3 +467,57 @@ async def test_a_loud_backchannel_misheard_as_other_words_is_no_interruption(
     run, done, finals = await _aside_over_the_menu(profile, models, -20.0, "I see.")
     assert not any("didn't catch" in d for d in done), (finals, done)
     assert done[-1].endswith("How can I help?"), (finals, done)
+
+
+async def _words_after_the_menu(
+    profile: AgentProfile, models: PipelineModels, level_db: float, text: str
+) -> tuple[Run, list[str], list[str]]:
+    """`text` at `level_db` dBFS active RMS, once the opening has ended and the
+    agent listens (the caller has said nothing before)."""
+    engine = PipelineEngine(profile, models)
+    words = models.tts.prompt_8k(text).samples
+    scaled = set_level(words.astype(np.float64) / 32768.0, level_db)
+    words = np.clip(np.round(scaled * 32768.0), -32768, 32767).astype(np.int16)
+
+    def listening(events: list[EngineEvent], fed_ms: float) -> bool:
+        return any(isinstance(e, AgentTurnDone) for e in events) and engine.agent_state(fed_ms) == (
+            False, False)  # fmt: skip
+
+    run = await run_call(engine, silence(30.0), when=listening,
+                         then=np.concatenate([silence(0.3), words, silence(4.0)]))  # fmt: skip
+    done = [d.text for d in run.of(AgentTurnDone)]
+    finals = [e.text for e in run.of(UserTranscript) if e.final]
+    return run, done, finals
+
+
+async def test_faint_talk_after_the_menu_before_the_caller_spoke_is_not_re_prompted(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # Background talk going on after the menu ended (the e2e background case):
+    # far below a talker's level, words the flow cannot use. Not the caller's:
+    # no "Sorry, I didn't catch that" into a silent line.
+    run, done, finals = await _words_after_the_menu(profile, models, -38.0,
+                                                    "Honey, the dog wants to go outside.")  # fmt: skip
+    assert not any("didn't catch" in d for d in done), (finals, done)
+    if finals:
+        assert run.metric("overlap_not_for_agent"), (finals, done)
+
+
+async def test_a_quiet_caller_s_usable_words_after_the_menu_are_answered(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # The same level, words the flow can use: a quiet caller, answered.
+    run, done, finals = await _words_after_the_menu(profile, models, -38.0,
+                                                    "I want to check my order status.")  # fmt: skip
+    assert finals, "the words were heard"
+    assert any("order number" in d for d in done[1:]), (finals, done)
+
+
+async def test_loud_words_after_the_menu_it_cannot_use_are_re_prompted(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # The control: the same unusable words at a talker's level are the caller's.
+    run, done, finals = await _words_after_the_menu(profile, models, -20.0,
+                                                    "Honey, the dog wants to go outside.")  # fmt: skip
+    assert finals, "the words were heard"
+    assert any("didn't catch" in d for d in done[1:]), (finals, done)

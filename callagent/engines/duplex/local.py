@@ -61,8 +61,10 @@ from callagent.engines.base import (
 from callagent.engines.duplex.policy import (
     Answer,
     Backchannel,
+    FRAME_MS,
     Decision,
     FrameIn,
+    Overlap,
     Pause,
     PolicyConfig,
     Resume,
@@ -74,6 +76,7 @@ from callagent.engines.pipeline.models import PipelineModels
 from callagent.engines.pipeline.sentences import split_sentences
 from callagent.engines.pipeline.tools import ToolOutcome, ToolRunner
 from callagent.engines.hold import RepromptHold
+from callagent.engines.onset import EarlyAction, EarlyStop
 from callagent.engines.resume import CutSpeech, resumption
 from callagent.engines.room import OverlapWords, frame_dbfs, words_over_us
 from callagent.speech.aec import EchoCanceller, ReferenceTimeline
@@ -124,6 +127,7 @@ class _Worker(threading.Thread):
         self.policy = policy
         self._post = post
         self._t = start_ms
+        self.early = EarlyStop(policy.config.onset)  # early onsets, beside the controller
         self._q: queue.SimpleQueue[npt.NDArray[np.int16] | tuple[Search, int] | None] = (
             queue.SimpleQueue())  # fmt: skip
         self._preroll: list[npt.NDArray[np.int16]] = []
@@ -165,11 +169,17 @@ class _Worker(threading.Thread):
         t = self._t
         self._t += 20.0
         policy = self.policy
-        policy.agent_speaking(t < self._reference.end_ms())
+        speaking = t < self._reference.end_ms()
+        # While an early stop is pending the controller hears as if we spoke on
+        # (`engines.onset`): it judges the sound by its own rules.
+        policy.agent_speaking(speaking or self.early.pending)
         echo = self._aec.process(frame, self._reference.frame(t))
         vad = self._vad.process(echo.clean_8k)
         before = policy.state
+        heard_db = frame_dbfs(echo.clean_8k)  # our echo left out
+        onset = self.early.onset(voiced=vad.webrtc, level_db=heard_db, echo=echo.echo)
         decisions = policy.frame(FrameIn(t, vad.is_speech, echo.echo, frame_dbfs(frame)))
+        decisions = self._early_stop(t, onset, speaking, before, heard_db, decisions)
         in_run = policy.state in (State.USER_TALKING, State.USER_PAUSE, State.OVERLAP,
                                   State.PAUSED)  # fmt: skip
         if in_run and not self._in_utt:
@@ -195,6 +205,25 @@ class _Worker(threading.Thread):
         if self._in_utt and not in_run and before is not State.USER_PAUSE:
             self._stt.end_utterance()  # a resumed overlap or a blip: not a turn
             self._in_utt = False
+
+    def _early_stop(self, t: float, onset: bool, speaking: bool, before: State, heard_db: float,
+                    decisions: list[Decision]) -> list[Decision]:  # fmt: skip
+        """The controller's decisions for this frame, with the early stop's."""
+        policy = self.policy
+        state = policy.state
+        may_stop = (speaking and before is State.SPEAKING
+                    and not policy.levels.background(heard_db, over_us=True))  # fmt: skip
+        action = self.early.step(t, onset=onset, may_stop=may_stop,
+                                 stopped=state not in (State.SPEAKING, State.OVERLAP),
+                                 busy=state is State.OVERLAP)  # fmt: skip
+        if action is EarlyAction.STOP:
+            onset_ms = t - FRAME_MS * (self.early.config.voiced_frames - 1)
+            return [*decisions, Pause(t, onset_ms)]
+        if action is EarlyAction.CONFIRMED:  # already paused: the rest is the controller's
+            return [d for d in decisions if not isinstance(d, Pause)]
+        if action is EarlyAction.TAKE_BACK:
+            return [*decisions, Resume(t, Overlap.NOISE)]
+        return decisions
 
     def _hear(self, chunk_16k: npt.NDArray[np.int16]) -> None:
         heard = self._stt.process(chunk_16k)

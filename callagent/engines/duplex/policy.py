@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from callagent.engines.onset import OnsetConfig
 from callagent.engines.overlap_words import DUPLEX, QUESTION_STARTS, bare_stop
 from callagent.engines.phrase_ends import ends_mid_phrase
 from callagent.engines.room import ActiveLevel, RoomConfig, RoomLevels
@@ -189,6 +190,8 @@ class PolicyConfig:
     # pause us on time, but only words make them an interruption), the room's
     # floor after faint talk with no words for us (`engines.room`).
     room: RoomConfig = RoomConfig()
+    # Early onsets beside the controller (`engines.onset.EarlyStop`, run by the engine).
+    onset: OnsetConfig = OnsetConfig()
 
 
 _MOVES: Final[dict[State, frozenset[State]]] = {

@@ -39,6 +39,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from callagent.engines.onset import OnsetConfig
 from callagent.engines.overlap_words import PIPELINE, QUESTION_STARTS, bare_stop
 from callagent.engines.room import RoomConfig, RoomLevels
 
@@ -97,6 +98,8 @@ class BargeInConfig:
     # -29 at the cut and -33 to -35 later, so -35 (the duplex controller's,
     # counted from its vote) let it through in some calls; -32 did not.
     room: RoomConfig = RoomConfig(faint_level_db=-32.0)
+    # Early onsets beside the policy (`engines.onset.EarlyStop`, run by the speech worker).
+    onset: OnsetConfig = OnsetConfig()
 
     def __post_init__(self) -> None:
         if not 0 < self.onset_ms <= 250:
@@ -121,6 +124,16 @@ class BargeInPolicy:
         self._level_frames = 0
         self.levels = RoomLevels(config.room)
         self.heard_room = False  # the last frame's speech was someone else's (`levels`)
+
+    @property
+    def idle(self) -> bool:
+        """No speech over ours being judged, no interruption pending."""
+        return self._state is _State.IDLE
+
+    @property
+    def overlapping(self) -> bool:
+        """Speech over ours is being judged (not yet an interruption)."""
+        return self._state is _State.OVERLAP
 
     @property
     def interrupted(self) -> bool:

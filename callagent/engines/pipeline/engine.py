@@ -181,6 +181,7 @@ class PipelineEngine:
         self._last_input_ms = 0.0
         self._caller_talking = False
         self._overlapped = False  # the caller's utterance began over agent speech
+        self._caller_answered = False  # the flow has had the caller's words (or keys)
         self._turn_seq = 0
         self._turns: dict[str, _TurnState] = {}
         self._segments: list[_Segment] = []  # emitted, possibly still playing
@@ -291,6 +292,7 @@ class PipelineEngine:
             return
         self._last_input_ms = self._fed_ms
         self._hold.cancel()  # a key press answers instead
+        self._caller_answered = True
         try:
             actions = self._flow.on_dtmf(digit)
         except FlowError:
@@ -351,7 +353,11 @@ class PipelineEngine:
             return
         if isinstance(event, SpeechStarted):
             self._caller_talking = True
-            self._overlapped = self.agent_state(event.start_ms)[0]
+            # Over our speech, or the speech an early onset cut us for (the
+            # VAD hears it after the cut: `engines.onset`).
+            since_cut = event.start_ms - self._barge_in_at_ms
+            early = self._cut is not None and 0.0 <= since_cut <= self._bargein_config.onset.confirm_ms
+            self._overlapped = self.agent_state(event.start_ms)[0] or early
             self._last_input_ms = self._fed_ms
         elif isinstance(event, Partial):
             self._last_input_ms = self._fed_ms
@@ -441,8 +447,14 @@ class PipelineEngine:
         # goes on, one answer for the whole; if not, a re-prompt, or the cut speech.
         # Over our speech, words the flow cannot use are a re-prompt only from
         # a talker, at a talker's length (`engines.room.words_over_us`);
-        # otherwise not meant for us.
-        not_for_us = over_us is OverlapWords.UNSURE
+        # otherwise not meant for us. While we listen, before the caller has
+        # said anything we could use, faint words are the room's too (as in
+        # the duplex engine): background talk going on after our menu ended
+        # must not draw "Sorry, I didn't catch that"; a quiet caller's usable
+        # words are still answered.
+        faint_first = (not overlapped and not self._caller_answered
+                       and self._bargein_config.room.faint_turn(final.level_db))  # fmt: skip
+        not_for_us = over_us is OverlapWords.UNSURE or faint_first
         answer = self._hold.words(text, decided_ms, final, words_end_ms=final.end_ms,
                                   overlapped=not_for_us, reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
         if answer is None:
@@ -455,6 +467,7 @@ class PipelineEngine:
 
     def _flow_reply(self, final: Final, text: str, turn_id: str) -> None:
         assert self._flow is not None
+        self._caller_answered = True
         t0 = time.perf_counter()
         actions = self._flow.on_user_text(text, True)
         self._emit(Metric("brain_ms", 1000.0 * (time.perf_counter() - t0), turn_id))

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from callagent.engines.onset import EarlyAction, EarlyStop
 from callagent.engines.pipeline.bargein import BargeInPolicy, Decision
 from callagent.engines.room import ActiveLevel, frame_dbfs
 from callagent.engines.pipeline.turns import (
@@ -111,6 +112,7 @@ class SpeechWorker:
         self._agent_state = agent_state
         self._turns = turns
         self._bargein = bargein
+        self.early = EarlyStop(bargein.config.onset)  # early onsets, beside the barge-in policy
         self._queue: queue.SimpleQueue[npt.NDArray[np.int16] | Callable[[], None] | None] = (
             queue.SimpleQueue()
         )
@@ -222,19 +224,35 @@ class SpeechWorker:
             self._preroll.extend(chunks)
         speaking, interruptible = self._agent_state(now)
         level_db = frame_dbfs(frame)
+        onset = self.early.onset(voiced=vad.webrtc, level_db=level_db, echo=echo)
+        # While an early stop is pending the policy hears as if we spoke on
+        # (`engines.onset`): it judges the sound by its own rules.
+        pending = self.early.pending
+        idle = self._bargein.idle
         decision = self._bargein.frame(
             speech=speech,
-            agent_speaking=speaking,
-            interruptible=interruptible,
+            agent_speaking=speaking or pending,
+            interruptible=interruptible or pending,
             partial=self._partial,
             level_db=level_db,
         )
         if speech and (self._turns.in_turn or isinstance(event, TurnEnded)):
             self._turn_level.add(level_db)
             self._turn_room += self._bargein.heard_room
+        may_stop = (speaking and interruptible and idle
+                    and not self._bargein.levels.background(level_db, over_us=True))  # fmt: skip
+        early = self.early.step(now, onset=onset, may_stop=may_stop,
+                                stopped=decision is Decision.INTERRUPT,
+                                busy=self._bargein.overlapping)  # fmt: skip
+        if decision is Decision.INTERRUPT:
+            self._turns.took_floor()
+            if early is EarlyAction.CONFIRMED:
+                decision = Decision.NONE  # the early stop already cut us
+        elif early is EarlyAction.STOP:
+            decision = Decision.INTERRUPT
+        elif early is EarlyAction.TAKE_BACK:
+            decision = Decision.RESUME
         if decision is not Decision.NONE:
-            if decision is Decision.INTERRUPT:
-                self._turns.took_floor()
             self._post(BargeIn(decision, now))
         if isinstance(event, TurnEnded):
             self._end_turn(event, now)
