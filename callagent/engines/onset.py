@@ -11,8 +11,8 @@ floor (the quietest frame of the last `floor_window_ms`) and above
 `min_level_db`, and none that the echo watchdog explains as our own voice.
 
 `EarlyStop` sits *beside* an overlap controller (the pipeline's barge-in
-policy, the duplex controller), never inside it: on an early onset it stops
-the agent at once, and while the stop is pending the controller is told the
+policy, the duplex controller), never inside it: on an early onset (before
+the controller has stopped the agent) it stops the agent at once, and while the stop is pending the controller is told the
 agent still speaks, so it runs exactly the rules it runs without early
 onsets. The stop stands if the controller stops the agent itself (its own
 rule fired: from then on all is as without early onsets, only sooner). If
@@ -128,8 +128,11 @@ class EarlyStop:
     def step(self, t_ms: float, *, onset: bool, may_stop: bool, stopped: bool, busy: bool) -> EarlyAction:
         """After the controller's frame at `t_ms`. `stopped`: it stopped the
         agent (or took it off the floor) in this frame; `busy`: it is judging a
-        run of speech over us; `may_stop`: the agent's interruptible speech is
-        playing and the sound is not the room's by level (`engines.room`)."""
+        run of speech over us (the VAD may hear the caller first: a loud
+        start, or a backchannel-like first word holding the controller's rule,
+        is stopped early too); `may_stop`: the agent's interruptible speech is
+        playing, the controller has not stopped it, and the sound is not the
+        room's by level (`engines.room`)."""
         since = self._since_ms
         if since is not None:
             if stopped:
@@ -140,7 +143,7 @@ class EarlyStop:
                 self.detector.unconfirmed()
                 return EarlyAction.TAKE_BACK
             return EarlyAction.NONE
-        if onset and may_stop and not stopped and not busy:
+        if onset and may_stop and not stopped:
             self._since_ms = t_ms
             return EarlyAction.STOP
         return EarlyAction.NONE

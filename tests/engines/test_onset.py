@@ -94,10 +94,18 @@ def test_a_stop_waits_while_the_controller_judges_speech() -> None:
     assert actions[11] is EarlyAction.TAKE_BACK  # a blip after all
 
 
-def test_no_early_stop_when_it_may_not_or_the_controller_is_busy() -> None:
+def test_no_early_stop_when_it_may_not_or_the_controller_stopped_us() -> None:
     assert steps(EarlyStop(), [{"onset": True, "may_stop": False}]) == [EarlyAction.NONE]
-    assert steps(EarlyStop(), [{"onset": True, "busy": True}]) == [EarlyAction.NONE]
     assert steps(EarlyStop(), [{"onset": True, "stopped": True}]) == [EarlyAction.NONE]
+
+
+def test_an_onset_while_the_controller_judges_speech_stops_early_too() -> None:
+    # The VAD heard a loud start first, or a backchannel-like first word holds
+    # the controller's rule: the onset need not wait for it.
+    early = EarlyStop(OnsetConfig(confirm_ms=40.0))
+    actions = steps(early, [{"busy": True}, {"onset": True, "busy": True}, {"busy": True}, {}, {}])
+    assert actions == [EarlyAction.NONE, EarlyAction.STOP, EarlyAction.NONE,
+                       EarlyAction.TAKE_BACK, EarlyAction.NONE]  # 40 ms on, the controller idle
 
 
 def test_cancel_forgets_a_pending_stop() -> None:

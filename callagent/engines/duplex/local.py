@@ -211,7 +211,7 @@ class _Worker(threading.Thread):
         """The controller's decisions for this frame, with the early stop's."""
         policy = self.policy
         state = policy.state
-        may_stop = (speaking and before is State.SPEAKING
+        may_stop = (speaking and before in (State.SPEAKING, State.OVERLAP)
                     and not policy.levels.background(heard_db, over_us=True))  # fmt: skip
         action = self.early.step(t, onset=onset, may_stop=may_stop,
                                  stopped=state not in (State.SPEAKING, State.OVERLAP),

@@ -228,7 +228,7 @@ class SpeechWorker:
         # While an early stop is pending the policy hears as if we spoke on
         # (`engines.onset`): it judges the sound by its own rules.
         pending = self.early.pending
-        idle = self._bargein.idle
+        undecided = self._bargein.idle or self._bargein.overlapping  # not yet stopped us
         decision = self._bargein.frame(
             speech=speech,
             agent_speaking=speaking or pending,
@@ -239,7 +239,7 @@ class SpeechWorker:
         if speech and (self._turns.in_turn or isinstance(event, TurnEnded)):
             self._turn_level.add(level_db)
             self._turn_room += self._bargein.heard_room
-        may_stop = (speaking and interruptible and idle
+        may_stop = (speaking and interruptible and undecided
                     and not self._bargein.levels.background(level_db, over_us=True))  # fmt: skip
         early = self.early.step(now, onset=onset, may_stop=may_stop,
                                 stopped=decision is Decision.INTERRUPT,
