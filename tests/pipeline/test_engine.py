@@ -521,3 +521,31 @@ async def test_loud_words_after_the_menu_it_cannot_use_are_re_prompted(
                                                     "Honey, the dog wants to go outside.")  # fmt: skip
     assert finals, "the words were heard"
     assert any("didn't catch" in d for d in done[1:]), (finals, done)
+
+
+async def test_a_short_voiced_burst_over_the_menu_stops_it_early_and_the_menu_goes_on(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # 120 ms of voice at a talker's level over the menu: an early onset
+    # (`engines.onset`) stops the agent at once; the barge-in policy never
+    # takes it up (too short for its 140 ms rule), so the stop is taken back
+    # and the menu goes on from just before the cut. Without early onsets a
+    # burst this short never cut the agent at all.
+    engine = PipelineEngine(profile, models)
+    voice = models.tts.prompt_8k("Hello there.").samples.astype(np.float64)
+    n = int(0.12 * RATE)
+    power = np.convolve(voice * voice, np.ones(n), mode="valid")
+    start = int(np.argmax(power))
+    burst = set_level(voice[start : start + n] / 32768.0, -20.0)
+    burst_pcm = np.clip(np.round(burst * 32768.0), -32768, 32767).astype(np.int16)
+
+    def menu_playing(events: list[EngineEvent], fed_ms: float) -> bool:  # the burst lands at +600 ms
+        return all(engine.agent_state(fed_ms + dt) == (True, True) for dt in (500, 600, 700, 800, 1500))
+
+    run = await run_call(engine, silence(30.0), when=menu_playing,
+                         then=np.concatenate([silence(0.6), burst_pcm, silence(8.0)]))  # fmt: skip
+    done = [d.text for d in run.of(AgentTurnDone)]
+    assert run.of(Interrupt), done  # the early stop
+    assert run.metric("barge_in_resumed_after_ms"), done  # taken back
+    assert not any("didn't catch" in d for d in done), done
+    assert done[-1].endswith("How can I help?"), done
