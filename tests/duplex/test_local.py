@@ -37,7 +37,7 @@ from callagent.engines.duplex.policy import Answer, Backchannel
 from callagent.engines.pipeline.models import PipelineModels, shared_models
 from callagent.engines.hold import Held
 from callagent.engines.resume import CutSpeech
-from tests.realtime.conftest import clip, silence
+from tests.realtime.conftest import clip, silence, voiced_burst
 
 ROOT = Path(__file__).resolve().parents[2]
 GUARD_S = 120.0
@@ -211,6 +211,21 @@ async def test_caller_interrupts_the_agent_stops_within_250_ms_and_yields(
     interrupted_at = line.at(Interrupt)[0]
     assert [u for t, u in line.events if isinstance(u, UserTranscript) and u.final
             and t > interrupted_at]  # fmt: skip
+
+
+async def test_a_short_voiced_burst_pauses_the_agent_early_and_it_goes_on(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # 120 ms of voice over the agent's question (its echo on the line too): an
+    # early onset (`engines.onset`) pauses it at once; the controller's start
+    # rule never fires on so short a burst, so the pause is taken back and the
+    # same question goes on. Without early onsets the burst never paused it.
+    line = Line(np.concatenate([opening(), silence(12.0)]), echo_db=-20.0,
+                triggers=[("d2", 1000.0, voiced_burst(models.tts, 120.0, -20.0))])  # fmt: skip
+    await run(profile, models, line)
+    assert [i.turn_id for i in line.of(Interrupt)] == ["d2"]
+    assert metric(line, "duplex_resume_noise") and not metric(line, "duplex_yield")
+    assert len(d2_texts(line)) == 2 and line.at(AgentTurnDone)[-1] > line.at(Interrupt)[0]
 
 
 async def test_a_backchannel_does_not_take_the_turn(

@@ -531,13 +531,10 @@ async def test_a_short_voiced_burst_over_the_menu_stops_it_early_and_the_menu_go
     # takes it up (too short for its 140 ms rule), so the stop is taken back
     # and the menu goes on from just before the cut. Without early onsets a
     # burst this short never cut the agent at all.
+    from tests.realtime.conftest import voiced_burst
+
     engine = PipelineEngine(profile, models)
-    voice = models.tts.prompt_8k("Hello there.").samples.astype(np.float64)
-    n = int(0.12 * RATE)
-    power = np.convolve(voice * voice, np.ones(n), mode="valid")
-    start = int(np.argmax(power))
-    burst = set_level(voice[start : start + n] / 32768.0, -20.0)
-    burst_pcm = np.clip(np.round(burst * 32768.0), -32768, 32767).astype(np.int16)
+    burst_pcm = voiced_burst(models.tts, 120.0, -20.0)
 
     def menu_playing(events: list[EngineEvent], fed_ms: float) -> bool:  # the burst lands at +600 ms
         return all(engine.agent_state(fed_ms + dt) == (True, True) for dt in (500, 600, 700, 800, 1500))

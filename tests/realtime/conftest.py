@@ -17,6 +17,8 @@ import pytest
 from callagent.app import create_app
 from callagent.audio.codec import pcm_to_ulaw
 from callagent.audio.wavfile import read_wav
+from callagent.bench.phone.channel import set_level
+from callagent.speech.tts_piper import PiperTts
 from callagent.config import RealtimeSettings
 from callagent.store.db import create_engine_for
 from tests.e2e.conftest import LiveService, make_settings, start_service, stop_service
@@ -32,6 +34,15 @@ def clip(name: str) -> np.ndarray:
 
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), dtype=np.int16)
+
+
+def voiced_burst(tts: PiperTts, ms: float, level_db: float) -> np.ndarray:
+    """The loudest `ms` of a synthesised "Hello there." at `level_db` dBFS (8 kHz)."""
+    voice = tts.prompt_8k("Hello there.").samples.astype(np.float64)
+    n = int(ms * RATE / 1000)
+    start = int(np.argmax(np.convolve(voice * voice, np.ones(n), mode="valid")))
+    burst = set_level(voice[start : start + n] / 32768.0, level_db)
+    return np.clip(np.round(burst * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def pcmu_b64(samples: np.ndarray) -> str:
