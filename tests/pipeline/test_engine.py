@@ -386,9 +386,10 @@ async def test_a_pause_mid_sentence_draws_no_reply_until_the_sentence_is_done(
 
 async def _aside_over_the_menu(
     profile: AgentProfile, models: PipelineModels, level_db: float,
-    text: str = "Honey, the dog wants to go outside.",
+    text: str = "Honey, the dog wants to go outside.", *, after_menu: bool = False,
 ) -> tuple[Run, list[str], list[str]]:
-    """Someone says `text` over the menu, at `level_db` dBFS active RMS."""
+    """Someone says `text` over the menu, at `level_db` dBFS active RMS; with
+    `after_menu`, once the opening has ended and the agent listens."""
     engine = PipelineEngine(profile, models)
     aside = models.tts.prompt_8k(text).samples
     scaled = set_level(aside.astype(np.float64) / 32768.0, level_db)
@@ -397,8 +398,13 @@ async def _aside_over_the_menu(
     def menu_playing(events: list[EngineEvent], fed_ms: float) -> bool:
         return all(engine.agent_state(fed_ms + dt) == (True, True) for dt in (300, 1000, 1500))
 
-    run = await run_call(engine, silence(30.0), when=menu_playing,
-                         then=np.concatenate([aside, silence(6.0)]))  # fmt: skip
+    def listening(events: list[EngineEvent], fed_ms: float) -> bool:
+        done = any(isinstance(e, AgentTurnDone) for e in events)
+        return done and engine.agent_state(fed_ms) == (False, False)
+
+    run = await run_call(engine, silence(30.0), when=listening if after_menu else menu_playing,
+                         then=np.concatenate([silence(0.3 if after_menu else 0.0), aside,
+                                              silence(6.0)]))  # fmt: skip
     done = [d.text for d in run.of(AgentTurnDone)]
     finals = [e.text for e in run.of(UserTranscript) if e.final]
     return run, done, finals
@@ -469,58 +475,29 @@ async def test_a_loud_backchannel_misheard_as_other_words_is_no_interruption(
     assert done[-1].endswith("How can I help?"), (finals, done)
 
 
-async def _words_after_the_menu(
-    profile: AgentProfile, models: PipelineModels, level_db: float, text: str
-) -> tuple[Run, list[str], list[str]]:
-    """`text` at `level_db` dBFS active RMS, once the opening has ended and the
-    agent listens (the caller has said nothing before)."""
-    engine = PipelineEngine(profile, models)
-    words = models.tts.prompt_8k(text).samples
-    scaled = set_level(words.astype(np.float64) / 32768.0, level_db)
-    words = np.clip(np.round(scaled * 32768.0), -32768, 32767).astype(np.int16)
-
-    def listening(events: list[EngineEvent], fed_ms: float) -> bool:
-        return any(isinstance(e, AgentTurnDone) for e in events) and engine.agent_state(fed_ms) == (
-            False, False)  # fmt: skip
-
-    run = await run_call(engine, silence(30.0), when=listening,
-                         then=np.concatenate([silence(0.3), words, silence(4.0)]))  # fmt: skip
-    done = [d.text for d in run.of(AgentTurnDone)]
-    finals = [e.text for e in run.of(UserTranscript) if e.final]
-    return run, done, finals
-
-
 async def test_faint_talk_after_the_menu_before_the_caller_spoke_is_not_re_prompted(
     profile: AgentProfile, models: PipelineModels
 ) -> None:
     # Background talk going on after the menu ended (the e2e background case):
     # far below a talker's level, words the flow cannot use. Not the caller's:
     # no "Sorry, I didn't catch that" into a silent line.
-    run, done, finals = await _words_after_the_menu(profile, models, -38.0,
-                                                    "Honey, the dog wants to go outside.")  # fmt: skip
+    run, done, finals = await _aside_over_the_menu(profile, models, -38.0, after_menu=True)
     assert not any("didn't catch" in d for d in done), (finals, done)
     if finals:
         assert run.metric("overlap_not_for_agent"), (finals, done)
 
 
-async def test_a_quiet_caller_s_usable_words_after_the_menu_are_answered(
-    profile: AgentProfile, models: PipelineModels
+@pytest.mark.parametrize(("level_db", "text", "reply"), [
+    (-38.0, "I want to check my order status.", "order number"),  # a quiet caller: answered
+    (-20.0, "Honey, the dog wants to go outside.", "didn't catch"),  # a talker: re-prompted
+])  # fmt: skip
+async def test_words_after_the_menu_from_a_quiet_caller_or_a_talker_are_answered(
+    profile: AgentProfile, models: PipelineModels, level_db: float, text: str, reply: str
 ) -> None:
-    # The same level, words the flow can use: a quiet caller, answered.
-    run, done, finals = await _words_after_the_menu(profile, models, -38.0,
-                                                    "I want to check my order status.")  # fmt: skip
+    # The controls: usable words at the faint level, unusable words at a talker's.
+    run, done, finals = await _aside_over_the_menu(profile, models, level_db, text, after_menu=True)
     assert finals, "the words were heard"
-    assert any("order number" in d for d in done[1:]), (finals, done)
-
-
-async def test_loud_words_after_the_menu_it_cannot_use_are_re_prompted(
-    profile: AgentProfile, models: PipelineModels
-) -> None:
-    # The control: the same unusable words at a talker's level are the caller's.
-    run, done, finals = await _words_after_the_menu(profile, models, -20.0,
-                                                    "Honey, the dog wants to go outside.")  # fmt: skip
-    assert finals, "the words were heard"
-    assert any("didn't catch" in d for d in done[1:]), (finals, done)
+    assert any(reply in d for d in done[1:]), (finals, done)
 
 
 async def test_a_short_voiced_burst_over_the_menu_stops_it_early_and_the_menu_goes_on(
