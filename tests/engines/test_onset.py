@@ -106,11 +106,3 @@ def test_an_onset_while_the_controller_judges_speech_stops_early_too() -> None:
     actions = steps(early, [{"busy": True}, {"onset": True, "busy": True}, {"busy": True}, {}, {}])
     assert actions == [EarlyAction.NONE, EarlyAction.STOP, EarlyAction.NONE,
                        EarlyAction.TAKE_BACK, EarlyAction.NONE]  # 40 ms on, the controller idle
-
-
-def test_cancel_forgets_a_pending_stop() -> None:
-    early = EarlyStop()
-    steps(early, [{"onset": True}])
-    assert early.pending
-    early.cancel()
-    assert not early.pending

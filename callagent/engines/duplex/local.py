@@ -127,7 +127,7 @@ class _Worker(threading.Thread):
         self.policy = policy
         self._post = post
         self._t = start_ms
-        self.early = EarlyStop(policy.config.onset)  # early onsets, beside the controller
+        self._early = EarlyStop(policy.config.onset)  # early onsets, beside the controller
         self._q: queue.SimpleQueue[npt.NDArray[np.int16] | tuple[Search, int] | None] = (
             queue.SimpleQueue())  # fmt: skip
         self._preroll: list[npt.NDArray[np.int16]] = []
@@ -172,12 +172,12 @@ class _Worker(threading.Thread):
         speaking = t < self._reference.end_ms()
         # While an early stop is pending the controller hears as if we spoke on
         # (`engines.onset`): it judges the sound by its own rules.
-        policy.agent_speaking(speaking or self.early.pending)
+        policy.agent_speaking(speaking or self._early.pending)
         echo = self._aec.process(frame, self._reference.frame(t))
         vad = self._vad.process(echo.clean_8k)
         before = policy.state
         heard_db = frame_dbfs(echo.clean_8k)  # our echo left out
-        onset = self.early.onset(voiced=vad.webrtc, level_db=heard_db, echo=echo.echo)
+        onset = self._early.onset(voiced=vad.webrtc, level_db=heard_db, echo=echo.echo)
         decisions = policy.frame(FrameIn(t, vad.is_speech, echo.echo, frame_dbfs(frame)))
         decisions = self._early_stop(t, onset, speaking, before, heard_db, decisions)
         in_run = policy.state in (State.USER_TALKING, State.USER_PAUSE, State.OVERLAP,
@@ -213,11 +213,11 @@ class _Worker(threading.Thread):
         state = policy.state
         may_stop = (speaking and before in (State.SPEAKING, State.OVERLAP)
                     and not policy.levels.background(heard_db, over_us=True))  # fmt: skip
-        action = self.early.step(t, onset=onset, may_stop=may_stop,
+        action = self._early.step(t, onset=onset, may_stop=may_stop,
                                  stopped=state not in (State.SPEAKING, State.OVERLAP),
                                  busy=state is State.OVERLAP)  # fmt: skip
         if action is EarlyAction.STOP:
-            onset_ms = t - FRAME_MS * (self.early.config.voiced_frames - 1)
+            onset_ms = t - FRAME_MS * (self._early.config.voiced_frames - 1)
             return [*decisions, Pause(t, onset_ms)]
         if action is EarlyAction.CONFIRMED:  # already paused: the rest is the controller's
             return [d for d in decisions if not isinstance(d, Pause)]

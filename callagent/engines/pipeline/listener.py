@@ -112,7 +112,7 @@ class SpeechWorker:
         self._agent_state = agent_state
         self._turns = turns
         self._bargein = bargein
-        self.early = EarlyStop(bargein.config.onset)  # early onsets, beside the barge-in policy
+        self._early = EarlyStop(bargein.config.onset)  # early onsets, beside the barge-in policy
         self._queue: queue.SimpleQueue[npt.NDArray[np.int16] | Callable[[], None] | None] = (
             queue.SimpleQueue()
         )
@@ -224,10 +224,10 @@ class SpeechWorker:
             self._preroll.extend(chunks)
         speaking, interruptible = self._agent_state(now)
         level_db = frame_dbfs(frame)
-        onset = self.early.onset(voiced=vad.webrtc, level_db=level_db, echo=echo)
+        onset = self._early.onset(voiced=vad.webrtc, level_db=level_db, echo=echo)
         # While an early stop is pending the policy hears as if we spoke on
         # (`engines.onset`): it judges the sound by its own rules.
-        pending = self.early.pending
+        pending = self._early.pending
         undecided = self._bargein.idle or self._bargein.overlapping  # not yet stopped us
         decision = self._bargein.frame(
             speech=speech,
@@ -241,7 +241,7 @@ class SpeechWorker:
             self._turn_room += self._bargein.heard_room
         may_stop = (speaking and interruptible and undecided
                     and not self._bargein.levels.background(level_db, over_us=True))  # fmt: skip
-        early = self.early.step(now, onset=onset, may_stop=may_stop,
+        early = self._early.step(now, onset=onset, may_stop=may_stop,
                                 stopped=decision is Decision.INTERRUPT,
                                 busy=self._bargein.overlapping)  # fmt: skip
         if decision is Decision.INTERRUPT:
