@@ -28,7 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_heap=True),
         host=args.host or settings.server.host,
         port=args.port or settings.server.port,
         log_level=args.log_level,

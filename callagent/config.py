@@ -58,6 +58,12 @@ class MediaSettings:
     # one go (one wake-up per batch, not per 20 ms frame). Capped at half the
     # lead, so a short lead keeps working with the default.
     send_batch_ms: int = 60
+    # From this many media streams on one process, each stream's socket is read
+    # at most once per read_batch_ms: one wake-up and one system call carry up
+    # to three 20 ms frames instead of one. Caller audio then waits up to
+    # read_batch_ms - 20 ms (on average a third of it) before the engine hears it.
+    read_batch_ms: int = 60
+    read_batch_from_calls: int = 50
     frame_ms: int = 20
     max_message_bytes: int = 65536
     # Messages rejected before a call is ended as a protocol failure.
@@ -381,6 +387,12 @@ def validate(s: Settings, *, for_service: bool = True) -> None:
         )
     if not 20 <= s.media.send_batch_ms <= 500:
         raise ConfigError(f"media.send_batch_ms: expected 20-500 ms, got {s.media.send_batch_ms}")
+    if not 0 <= s.media.read_batch_ms <= 100:
+        raise ConfigError(f"media.read_batch_ms: expected 0 (off) to 100 ms, got {s.media.read_batch_ms}")
+    if s.media.read_batch_from_calls < 1:
+        raise ConfigError(
+            f"media.read_batch_from_calls: expected at least 1, got {s.media.read_batch_from_calls}"
+        )
     if s.media.frame_ms != 20:
         raise ConfigError(f"media.frame_ms: only 20 ms frames are supported, got {s.media.frame_ms}")
     if s.media.max_message_bytes < 1024:

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,27 @@ def test_send_batch_default_and_override(tmp_path: Path) -> None:
 def test_send_batch_outside_20_to_500ms_refused(tmp_path: Path, bad: int) -> None:
     with pytest.raises(ConfigError, match=rf"^media.send_batch_ms: expected 20-500 ms, got {bad}$"):
         load_settings(write(tmp_path, f"[media]\nsend_batch_ms = {bad}\n"), TOKEN)
+
+
+def test_read_batching_defaults_and_override(tmp_path: Path) -> None:
+    media = load_settings(write(tmp_path, ""), TOKEN).media
+    assert (media.read_batch_ms, media.read_batch_from_calls) == (60, 50)
+    env = {**TOKEN, "CALLAGENT_MEDIA_READ_BATCH_MS": "0", "CALLAGENT_MEDIA_READ_BATCH_FROM_CALLS": "10"}
+    media = load_settings(write(tmp_path, ""), env).media
+    assert (media.read_batch_ms, media.read_batch_from_calls) == (0, 10)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("read_batch_ms = -1", "media.read_batch_ms: expected 0 (off) to 100 ms, got -1"),
+        ("read_batch_ms = 101", "media.read_batch_ms: expected 0 (off) to 100 ms, got 101"),
+        ("read_batch_from_calls = 0", "media.read_batch_from_calls: expected at least 1, got 0"),
+    ],
+)
+def test_read_batching_outside_its_range_refused(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        load_settings(write(tmp_path, f"[media]\n{line}\n"), TOKEN)
 
 
 def test_unknown_key_refused(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from callagent.serving import (
     NEED_MORE,
     TEXT,
     DirectChannel,
+    ReadBatching,
     at_frame_start,
     media_ws_protocol,
     scan_frame,
@@ -59,9 +60,9 @@ class _SlowReader:
         self.done.set()
 
 
-async def _serve(app: Any) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+async def _serve(app: Any, **override: Any) -> AsyncIterator[tuple[uvicorn.Server, int]]:
     port = free_port()
-    options = uvicorn_options(Settings())
+    options = {**uvicorn_options(Settings()), **override}
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -336,12 +337,14 @@ class _Recorder:
             return await _lifespan(receive, send)
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
+        channel = scope["extensions"][DIRECT]
         if self.attach:
-            scope["extensions"][DIRECT].attach(self.received.append)
+            channel.attach(self.received.append)
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 self.closed.append(message["code"])
+                channel.detach()
                 return
             text = message.get("text")
             self.received.append(text if text is not None else message["bytes"])
@@ -445,3 +448,96 @@ def test_at_frame_start_says_no_for_a_websockets_shaped_otherwise() -> None:
         reader = None
 
     assert at_frame_start(Elsewise()) is False
+
+
+# ---- read batching: from a number of media streams on, a socket rests between reads ----
+
+
+def test_read_batching_rests_only_from_its_number_of_streams() -> None:
+    batching = ReadBatching(interval_s=0.06, from_streams=2)
+    assert [batching.rest_s() for batching.streams in (0, 1, 2, 3)] == [0.0, 0.0, 0.06, 0.06]
+
+
+def test_attaching_counts_a_media_stream_once_and_detaching_uncounts_it_once() -> None:
+    from types import SimpleNamespace
+
+    batching = ReadBatching(interval_s=0.06, from_streams=1)
+    protocol = SimpleNamespace(on_text=None, read_batching=batching)
+    channel = DirectChannel(protocol)
+    channel.attach(print)
+    channel.attach(repr)  # a second callback replaces the first: still one stream
+    assert batching.streams == 1
+    channel.detach()
+    channel.detach()  # the stream's shell detaches on every way out
+    assert batching.streams == 0
+
+
+async def _rest_state(server: uvicorn.Server) -> tuple[bool, bool]:
+    protocol = _ws_protocol(server)
+    return protocol.resting, protocol.transport.is_reading()
+
+
+async def test_a_media_socket_rests_after_each_read_from_the_threshold_and_loses_nothing() -> None:
+    from websockets.frames import Opcode
+
+    # A rest far longer than the test's steps, so that "still resting" cannot
+    # be a slow machine's accident; the real default is 60 ms.
+    batching = ReadBatching(interval_s=2.0, from_streams=1)
+    app = _Recorder()
+    texts = [f'{{"event":"media","n":{i}}}' for i in range(7)]
+    frames = [_client_frame(Opcode.TEXT, t.encode()) for t in texts]
+    async for server, port in _serve(app, ws=media_ws_protocol(batching)):
+        reader, writer = await _raw_upgrade(port)
+        await _until(lambda: _accepted(server) and _ws_protocol(server).on_text is not None)
+        assert batching.streams == 1
+        writer.write(frames[0])
+        await _until(lambda: len(app.received) == 1)
+        assert await _rest_state(server) == (True, False)  # read once, now resting
+        for frame in frames[1:4]:  # three frames come while it rests...
+            writer.write(frame)
+            await writer.drain()
+        await asyncio.sleep(0.1)
+        assert app.received == texts[:1]  # ...and wait in the socket
+        await _until(lambda: len(app.received) == 4)  # the rest is over: all three in one read
+        assert await _rest_state(server) == (True, False)
+        writer.write(b"".join(frames[4:]))
+        await asyncio.wait_for(_until_async(lambda: len(app.received) == len(texts)), timeout=10)
+        writer.write(_client_frame(Opcode.CLOSE, (1000).to_bytes(2, "big")))
+        assert await _server_frame(reader) == (0x88, (1000).to_bytes(2, "big"))
+        await _until(lambda: app.closed)
+        writer.close()
+    assert app.received == texts
+    assert batching.streams == 0
+
+
+async def _until_async(check: Any) -> None:
+    while not check():
+        await asyncio.sleep(0.01)
+
+
+async def test_below_the_threshold_every_frame_is_read_when_it_comes() -> None:
+    from websockets.frames import Opcode
+
+    batching = ReadBatching(interval_s=2.0, from_streams=2)  # one stream: below
+    app = _Recorder()
+    texts = [f'{{"event":"media","n":{i}}}' for i in range(5)]
+    async for server, port in _serve(app, ws=media_ws_protocol(batching)):
+        reader, writer = await _raw_upgrade(port)
+        await _until(lambda: _accepted(server) and _ws_protocol(server).on_text is not None)
+        for i, text in enumerate(texts):
+            writer.write(_client_frame(Opcode.TEXT, text.encode()))
+            await writer.drain()
+            await _until(lambda: len(app.received) == i + 1)
+            assert await _rest_state(server) == (False, True)
+        writer.close()
+    assert app.received == texts
+
+
+def test_read_batching_comes_from_the_media_settings() -> None:
+    from dataclasses import replace
+
+    settings = Settings()
+    protocol = uvicorn_options(settings)["ws"]
+    assert (protocol.read_batching.interval_s, protocol.read_batching.from_streams) == (0.06, 50)
+    off = replace(settings, media=replace(settings.media, read_batch_ms=0))
+    assert uvicorn_options(off)["ws"].read_batching is None
