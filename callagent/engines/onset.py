@@ -14,8 +14,9 @@ floor (the quietest frame of the last `floor_window_ms`) and above
 policy, the duplex controller), never inside it: on an early onset (before
 the controller has stopped the agent) it stops the agent at once, and while
 the stop is pending the controller is told the agent still speaks, so it
-runs exactly the rules it runs without early onsets. The stop stands if the controller stops the agent itself (its own
-rule fired: from then on all is as without early onsets, only sooner). If
+runs exactly the rules it runs without early onsets. The stop stands if
+the controller stops the agent itself (its own rule fired: from then on all
+is as without early onsets, only sooner). If
 the controller is idle `confirm_ms` after the onset (it never saw speech, or
 saw a blip), the stop is taken back: a cough, a door or a distant talker's
 burst costs the agent a pause of that length and a replay from just before

@@ -472,7 +472,8 @@ def test_attaching_counts_a_media_stream_once_and_detaching_uncounts_it_once() -
     assert batching.streams == 0
 
 
-async def _rest_state(server: uvicorn.Server) -> tuple[bool, bool]:
+def _rest_state(server: uvicorn.Server) -> tuple[bool, bool]:
+    """(resting by read batching, the socket being read)."""
     protocol = _ws_protocol(server)
     return protocol.resting, protocol.transport.is_reading()
 
@@ -492,27 +493,22 @@ async def test_a_media_socket_rests_after_each_read_from_the_threshold_and_loses
         assert batching.streams == 1
         writer.write(frames[0])
         await _until(lambda: len(app.received) == 1)
-        assert await _rest_state(server) == (True, False)  # read once, now resting
+        assert _rest_state(server) == (True, False)  # read once, now resting
         for frame in frames[1:4]:  # three frames come while it rests...
             writer.write(frame)
             await writer.drain()
         await asyncio.sleep(0.1)
         assert app.received == texts[:1]  # ...and wait in the socket
         await _until(lambda: len(app.received) == 4)  # the rest is over: all three in one read
-        assert await _rest_state(server) == (True, False)
+        assert _rest_state(server) == (True, False)
         writer.write(b"".join(frames[4:]))
-        await asyncio.wait_for(_until_async(lambda: len(app.received) == len(texts)), timeout=10)
+        await _until(lambda: len(app.received) == len(texts))
         writer.write(_client_frame(Opcode.CLOSE, (1000).to_bytes(2, "big")))
         assert await _server_frame(reader) == (0x88, (1000).to_bytes(2, "big"))
         await _until(lambda: app.closed)
         writer.close()
     assert app.received == texts
     assert batching.streams == 0
-
-
-async def _until_async(check: Any) -> None:
-    while not check():
-        await asyncio.sleep(0.01)
 
 
 async def test_below_the_threshold_every_frame_is_read_when_it_comes() -> None:
@@ -528,7 +524,7 @@ async def test_below_the_threshold_every_frame_is_read_when_it_comes() -> None:
             writer.write(_client_frame(Opcode.TEXT, text.encode()))
             await writer.drain()
             await _until(lambda: len(app.received) == i + 1)
-            assert await _rest_state(server) == (False, True)
+            assert _rest_state(server) == (False, True)
         writer.close()
     assert app.received == texts
 
