@@ -245,12 +245,18 @@ class GeminiLiveEngine:
                 self._emit(UserTranscript(m.text.strip(), final=True))
         elif isinstance(m, Interrupted):
             self._reasoner.cancel_all()
+            self._down.reset()  # what the resampler held back was never heard: drop it
             if self._turn:
                 self._emit(Interrupt(self._turn))
                 self._emit(AgentTurnDone(self._turn, self._turn_text))
                 self._turn = ""
         elif isinstance(m, TurnComplete):
             if self._turn:
+                # the resampler holds up to ~73 ms of the turn's end: it belongs to
+                # this turn, not to the start of the next one
+                tail = self._down.flush()
+                if len(tail):
+                    self._emit(AgentAudio(self._turn, Pcm(tail, 8000), segment_end=True))
                 self._emit(AgentTurnDone(self._turn, self._turn_text))
                 self._turn = ""
         elif isinstance(m, ToolCall):
