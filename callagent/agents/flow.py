@@ -640,6 +640,14 @@ class Flow:
         self._pending = ""  # id of the outstanding ToolRequest
         self._requests = 0
 
+    def __deepcopy__(self, memo: dict[int, object]) -> Flow:
+        """A copy that can go its own way; the spec (frozen) is shared, which
+        makes probes and snapshots cheap enough for the event loop."""
+        twin = copy.copy(self)
+        twin._values = dict(self._values)
+        twin._fired = set(self._fired)
+        return twin
+
     @property
     def state(self) -> FlowState:
         return self._state
@@ -704,12 +712,26 @@ class Flow:
         """Would `text` only draw a re-prompt (no choice, digits, capture or
         intent)? Such words ("hi", "actually wait") are likely the start of a
         sentence: engines wait `REPROMPT_HOLD_MS` more before answering them."""
+        return self._probe(text) == "reprompt"
+
+    def would_end_call(self, text: str) -> bool:
+        """Would `text` end the call (hang up or transfer)? A caller who pauses
+        after "I'd like to" must not be hung up on because the recogniser
+        heard "goodbye": engines answer closing words once the caller has
+        stopped (`engines.hold`)."""
+        return self._probe(text) == "end"
+
+    def _probe(self, text: str) -> str:
+        """What `text` would do here, on a copy: "reprompt", "end" (hang up
+        or transfer), "move" or "" (not listening, or nothing)."""
         if self._state is not FlowState.LISTENING:
-            return False
+            return ""
         probe = copy.deepcopy(self)
         actions = probe.on_user_text(text, True)
+        if any(isinstance(a, Hangup | Transfer) for a in actions):
+            return "end"
         moved = probe.node != self.node or any(not isinstance(a, Say | ListenFor) for a in actions)
-        return bool(actions) and not moved
+        return "reprompt" if actions and not moved else ("move" if actions else "")
 
     def on_dtmf(self, digit: str) -> list[Action]:
         if digit not in _DTMF or len(digit) != 1:

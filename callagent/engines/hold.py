@@ -3,6 +3,9 @@
 A caller's turn that would only draw a re-prompt ("hi", "actually wait",
 `Flow.would_only_reprompt`) is likely the start of a sentence, or, when it
 cut the agent off, words not meant for it (side talk, someone in the room).
+A turn that would end the call (`Flow.would_end_call`) waits the same way:
+ending a call on words heard in a pause is the one answer that cannot be
+taken back.
 Both engines that run the scripted flow (the pipeline and the local duplex
 backend) hold such words for `REPROMPT_HOLD_MS`: if the caller goes on, the
 next turn is answered together with them; if not, the engine answers them
@@ -61,6 +64,7 @@ class RepromptHold(Generic[T]):
         first: T,
         *,
         reprompt_only: Callable[[str], bool],
+        ends_call: Callable[[str], bool] | None = None,
         overlapped: bool = False,
         words_end_ms: float | None = None,
     ) -> tuple[str, T] | None:
@@ -72,7 +76,9 @@ class RepromptHold(Generic[T]):
         were overlapped: words not meant for us that more unusable words
         follow stay held, together, and keep the first words' record.
         `words_end_ms`, when the caller's words ended: the hold ends once they
-        have been quiet `quiet_ms` since, if that comes first."""
+        have been quiet `quiet_ms` since, if that comes first. Words that
+        `ends_call` (and did not come over the agent) are held too: a caller
+        is not hung up on in a pause because the recogniser heard "goodbye"."""
         release_ms = at_ms + self.hold_ms
         if words_end_ms is not None:
             release_ms = min(release_ms, max(at_ms, words_end_ms + self.quiet_ms))
@@ -85,7 +91,8 @@ class RepromptHold(Generic[T]):
                 self._held = Held(joined, held.first, release_ms, True)
                 return None
             return joined, held.first
-        if reprompt_only(text):
+        closing = not overlapped and ends_call is not None and ends_call(text)
+        if closing or reprompt_only(text):
             self._held = Held(text, first, release_ms, overlapped)
             return None
         return text, first

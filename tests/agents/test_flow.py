@@ -689,3 +689,26 @@ def test_clips_recognised_with_the_flows_own_language_model_drive_the_flow(
     human = cs_call(cs_profile)
     heard = _recognise(lm, "06_human_please.wav")
     assert human.say(heard)[-1] == Transfer("queue:customer-service"), heard
+
+
+def test_words_that_would_end_the_call_are_known_without_moving_the_flow(
+    cs_profile: AgentProfile,
+) -> None:
+    call = cs_call(cs_profile)
+    assert call.flow.would_end_call("goodbye") and call.flow.would_end_call("I want an agent")
+    assert not call.flow.would_end_call("where is my order")
+    assert not call.flow.would_end_call("purple elephants")  # a re-prompt, not an end
+    assert call.flow.node == "menu"  # probes run on a copy
+    assert call.say("where is my order")[-1] == LISTEN_DIGITS
+
+
+def test_a_copied_flow_goes_its_own_way(cs_profile: AgentProfile) -> None:
+    import copy
+
+    call = cs_call(cs_profile)
+    before = copy.deepcopy(call.flow)
+    call.say("where is my order")
+    call.say("four five")  # too few digits: a miss, and a value or two may be set
+    assert call.flow.node == "ask_order" and before.node == "menu"
+    twin = Call(before)
+    assert twin.say("where is my order")[-1] == LISTEN_DIGITS  # the copy answers as the original did

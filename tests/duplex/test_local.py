@@ -338,6 +338,35 @@ async def test_a_mid_sentence_pause_is_waited_out(
     assert not metric(line, "duplex_endpoint_incomplete")
 
 
+async def test_an_answer_the_caller_goes_on_over_is_taken_back_and_the_whole_turn_answered(
+    profile: AgentProfile, models: PipelineModels
+) -> None:
+    # "Where is my order? [pause] I ordered it last week.": the question alone is
+    # answered (a complete question, 250 ms), and the caller goes on in what was
+    # only their pause. The answer is taken back and the flow, as it was before
+    # it, hears the whole turn: had it stayed at the order-number question, the
+    # second part would have drawn "Sorry, I didn't catch that".
+    caller = np.concatenate([silence(16.0), voice(models, "Where is my order?"), silence(0.3),
+                             voice(models, "I ordered it last week."), silence(10.0)])  # fmt: skip
+    asks: list[str] = []
+
+    def second_ask(e: EngineEvent) -> bool:
+        if isinstance(e, AgentTurnDone) and "press pound" in e.text:
+            asks.append(e.turn_id)
+        return len(asks) == 2
+
+    line = await run(profile, models, Line(caller, echo_db=-20.0), second_ask)
+    [taken_back] = metric(line, "duplex_answer_taken_back_gap_ms")
+    assert taken_back.value <= 1500.0
+    premature, answer = asks
+    assert line.of(Interrupt)[0].turn_id == premature  # stopped the moment the caller went on
+    finals = [(t, u.text) for t, u in line.events if isinstance(u, UserTranscript) and u.final]
+    assert len(finals) == 2, finals  # the transcript keeps each part as it was heard
+    # the flow was back at the menu: the whole turn is an order-status request again
+    assert not [t for t in line.of(AgentTurnDone) if "didn't catch" in t.text]
+    assert line.turn_starts[answer] >= finals[1][0]
+
+
 @pytest.mark.parametrize("pause_s", [0.7, 1.0])
 async def test_words_the_flow_cannot_use_wait_for_the_rest_of_the_sentence(
     profile: AgentProfile, models: PipelineModels, pause_s: float

@@ -5,6 +5,7 @@ from __future__ import annotations
 from callagent.engines.duplex.policy import (
     Answer,
     Backchannel,
+    Continued,
     Decision,
     FrameIn,
     Overlap,
@@ -40,7 +41,8 @@ class Script:
 def speaking() -> Script:
     s = Script()
     s.run(600, True, text="hi i want to check my order")  # the caller's level is learnt
-    s.run(800, False)
+    # past continuation_ms: what follows is an overlap, not the turn going on
+    s.run(1600, False)
     assert s.of(Answer)
     s.policy.agent_speaking(True)
     s.out.clear()
@@ -203,3 +205,54 @@ def test_the_first_words_of_a_question_are_no_quick_resume() -> None:
     assert s.of(Pause) and not s.of(Resume)
     s.run(900, True, text="can i speak to a human please")
     assert s.of(Yield) and not s.of(Resume)
+
+
+# ---- the caller goes on after the turn we answered: our answer came in their pause
+
+
+def answered(text: str = "has my order") -> Script:
+    s = Script()
+    s.run(200, False)
+    s.run(600, True, text=text)
+    s.run(700, False)  # answered ("has my order": cannot tell, 600 ms)
+    assert s.of(Answer)
+    s.out.clear()
+    return s
+
+
+def test_the_caller_going_on_before_our_answer_is_heard_takes_it_back() -> None:
+    s = answered()
+    s.run(600, True, text="shipped yet")
+    [cont] = s.of(Continued)
+    assert 600 <= cont.gap_ms <= 800 and s.policy.state is State.USER_TALKING, cont
+    assert not s.of(Yield) and not s.of(Pause)
+    s.run(700, False)
+    assert s.of(Answer)  # the second part has its own answer (the engine joins the words)
+    s.out.clear()
+    s.run(600, True, text="and another thing")  # going on again: taken back again
+    assert s.of(Continued)
+
+
+def test_words_over_our_early_answer_take_it_back_instead_of_yielding_or_resuming() -> None:
+    s = answered()
+    s.policy.agent_speaking(True)  # our answer plays
+    s.run(500, True, text="shipped yet")  # two words, short: over a later turn, resumed over
+    s.run(900, False)
+    assert s.of(Pause) and s.of(Continued) and not s.of(Resume) and not s.of(Yield)
+    assert s.policy.state in (State.USER_TALKING, State.USER_PAUSE, State.RESPONDING)
+
+
+def test_a_backchannel_over_our_early_answer_is_still_a_backchannel() -> None:
+    s = answered("where is my order")
+    s.policy.agent_speaking(True)
+    s.run(300, True, text="okay")
+    s.run(900, False)
+    assert s.of(Resume) and not s.of(Continued)
+    assert s.policy.state is State.SPEAKING
+
+
+def test_speech_long_after_the_answer_is_a_new_turn() -> None:
+    s = answered()
+    s.run(1000, False)  # 1.7 s quiet after the words: past continuation_ms
+    s.run(600, True, text="hello")
+    assert not s.of(Continued) and s.policy.state is State.USER_TALKING

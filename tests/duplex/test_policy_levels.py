@@ -74,7 +74,7 @@ def test_the_rooms_level_is_only_ignored_over_our_speech() -> None:
 def test_once_the_caller_has_spoken_their_own_level_decides() -> None:
     s = Script()
     s.run(600, True, text="hi i want to check my order", level=-40.0)  # a quiet caller
-    s.run(800, False)
+    s.run(1600, False)  # past continuation_ms: an overlap, not the turn going on
     assert s.of(Answer)
     s.policy.agent_speaking(True)
     s.out.clear()

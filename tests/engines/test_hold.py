@@ -90,3 +90,25 @@ def test_the_hold_ends_once_the_caller_has_been_quiet_long_enough_after_the_word
     hold.cancel()
     hold.words("hi", 3000.0, "f1", reprompt_only=only("hi"), words_end_ms=1000.0)
     assert hold.held is not None and hold.held.release_ms == 3000.0  # quiet long enough already
+
+
+def test_words_that_would_end_the_call_are_held_like_a_reprompt() -> None:
+    hold: RepromptHold[str] = RepromptHold(hold_ms=900.0)
+    ends = only("bye")
+    assert hold.words("bye", 1000.0, "f1", reprompt_only=only(), ends_call=ends) is None
+    assert hold.held == Held("bye", "f1", 1900.0, False)
+    # the caller went on: one answer for the whole, which the flow can use
+    assert hold.words("update the address", 1500.0, "f2", reprompt_only=only(),
+                      ends_call=ends) == ("bye update the address", "f1")  # fmt: skip
+    # said and left alone, they are answered once the hold is over
+    hold.words("bye", 3000.0, "f3", reprompt_only=only(), ends_call=ends)
+    assert hold.release(3500.0, caller_talking=False) is None
+    assert hold.release(3900.0, caller_talking=False) == Held("bye", "f3", 3900.0, False)
+
+
+def test_closing_words_over_the_agent_are_not_held_as_words_not_for_us() -> None:
+    # Words over our speech that would end the call keep their old handling (answered
+    # now): held as "not for us" they would be dropped when the hold ran out.
+    hold: RepromptHold[str] = RepromptHold()
+    assert hold.words("goodbye", 1000.0, "f1", reprompt_only=only(), ends_call=only("goodbye"),
+                      overlapped=True) == ("goodbye", "f1")  # fmt: skip

@@ -14,7 +14,10 @@ Overlaps: a caller who talks over us for `soft_pause_ms` is a soft pause:
 overlap proves a backchannel, side talk or noise, the rest of the turn is
 resumed as a new turn, from just before the cut if the pause was short,
 else from the cut sentence ("As I was saying": `engines.resume`); if it is
-an interruption we yield and answer the caller. Echo of our own voice never counts (the
+an interruption we yield and answer the caller. A caller who goes on soon
+after the turn we answered (`Continued`: our answer came in their pause) gets
+that answer taken back: it stops, the flow is as it was before it, and their
+words are answered with the earlier ones. Echo of our own voice never counts (the
 reference timeline is what we sent, placed on the audio clock at its
 estimated playout). Non-interruptible speech (disclosures) is never paused.
 """
@@ -22,6 +25,7 @@ estimated playout). Non-interruptible speech (disclosures) is never paused.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import queue
 import threading
@@ -61,6 +65,7 @@ from callagent.engines.base import (
 from callagent.engines.duplex.policy import (
     Answer,
     Backchannel,
+    Continued,
     FRAME_MS,
     Decision,
     FrameIn,
@@ -92,6 +97,15 @@ PREROLL_FRAMES = 10
 _IDLE_CHECK_MS = 200.0
 # What we say as a backchannel while the caller talks at length (in turn).
 BACKCHANNEL_WORDS = ("Mhm.", "Okay.", "I see.", "Right.")  # each under 0.6 s in piper's voice
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """The last caller turn the flow answered, while the answer can be taken back."""
+
+    text: str
+    flow: Flow  # as it was before the answer
+    search: tuple[Search, int]  # the recogniser's search then
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +149,10 @@ class _Worker(threading.Thread):
         self._frames_in_utt = 0
         self._sent_partial = ""
         self._latest = ""
+        # A new search (the flow now listens for digits, say) waits while the
+        # caller may still go on with the turn it answered (`Continued`): those
+        # words belong to the question before, and are decoded as such.
+        self._next_search: tuple[Search, int] | None = None
         self.error: BaseException | None = None
 
     def feed(self, frame: npt.NDArray[np.int16]) -> None:
@@ -156,8 +174,7 @@ class _Worker(threading.Thread):
         try:
             while (item := self._q.get()) is not None:
                 if isinstance(item, tuple):
-                    self._stt.use_search(item[0])
-                    self.policy.min_digits = item[1]
+                    self._next_search = item  # see _frame
                 else:
                     self._frame(item)
         except BaseException as exc:  # surfaced by the engine on the next feed
@@ -169,6 +186,9 @@ class _Worker(threading.Thread):
         t = self._t
         self._t += 20.0
         policy = self.policy
+        if self._next_search is not None and not policy.may_continue(t):
+            (search, policy.min_digits), self._next_search = self._next_search, None
+            self._stt.use_search(search)
         speaking = t < self._reference.end_ms()
         # While an early stop is pending the controller hears as if we spoke on
         # (`engines.onset`): it judges the sound by its own rules.
@@ -180,6 +200,8 @@ class _Worker(threading.Thread):
         onset = self._early.onset(voiced=vad.webrtc, level_db=heard_db, echo=echo.echo)
         decisions = policy.frame(FrameIn(t, vad.is_speech, echo.echo, frame_dbfs(frame)))
         decisions = self._early_stop(t, onset, speaking, before, heard_db, decisions)
+        if any(isinstance(d, Continued) for d in decisions):
+            self._next_search = None  # the answer that asked for it is taken back
         in_run = policy.state in (State.USER_TALKING, State.USER_PAUSE, State.OVERLAP,
                                   State.PAUSED)  # fmt: skip
         if in_run and not self._in_utt:
@@ -285,6 +307,9 @@ class LocalDuplexEngine:
         self._cut: CutSpeech | None = None  # speech a soft pause cut, to resume
         self._hold: RepromptHold[None] = RepromptHold()  # words waiting for more: see _answer
         self._caller_answered = False  # the flow has had the caller's words (or keys)
+        self._answered: _Answered | None = None  # see _continued
+        self._going_on = ""  # the words of an answer taken back: the caller went on
+        self._search: tuple[Search, int] = (Search.DOMAIN, 0)
         self._seq = 0
         self._backchannels: list[tuple[str, Pcm]] = []  # synthesized at start, -6 dB
         self._backchannel_count = 0
@@ -356,6 +381,7 @@ class LocalDuplexEngine:
             return
         self._last_input_ms = self._fed_ms
         self._hold.cancel()  # a key press answers instead
+        self._answered, self._going_on = None, ""
         self._caller_answered = True
         actions = self._flow.on_dtmf(digit)
         if actions:
@@ -401,6 +427,8 @@ class LocalDuplexEngine:
             self._resume_cut()
         elif isinstance(d, Backchannel):
             self._backchannel()
+        elif isinstance(d, Continued):
+            self._continued(d)
         elif isinstance(d, Yield):
             # The cut speech is kept until the caller's words are known: words
             # the flow cannot use (side talk, someone in the room) give the
@@ -426,11 +454,32 @@ class LocalDuplexEngine:
         self._emit(AgentTurnDone(turn_id, text))
         self._emit(Metric("duplex_backchannels", float(self._backchannel_count)))
 
+    def _continued(self, d: Continued) -> None:
+        """The caller went on soon after the turn we answered: the answer came
+        in their pause. Take it back (stop it, restore the flow) and answer
+        their words with the earlier ones. An answer that ran a tool, ended
+        the call or said something that must play out stands."""
+        answered, self._answered = self._answered, None
+        if answered is None or self._ended:
+            # Nothing to take back (held words, a tool ran): the caller has the floor.
+            self._stop_speech(drop=False)
+            return
+        self._emit(Metric("duplex_answer_taken_back_gap_ms", d.gap_ms))
+        self._stop_speech(drop=True)  # queued sentences never start either
+        self._cut = None
+        self._flow = answered.flow
+        self._going_on = answered.text
+        if answered.search != self._search and self._worker is not None:
+            self._search = answered.search
+            self._worker.use_search(*answered.search)
+
     def _answer(self, d: Answer, text: str) -> None:
         self._emit(Metric(f"duplex_endpoint_{d.rule}_ms", d.silence_ms))
+        going_on, self._going_on = self._going_on, ""
+        self._answered = None
         if self._flow is None or self._ended:
             return
-        if not text:  # sound over the agent with no words in it: carry on
+        if not text and not going_on:  # sound over the agent with no words in it: carry on
             self._resume_cut()
             return
         worker = self._worker
@@ -446,7 +495,10 @@ class LocalDuplexEngine:
             self._emit(Metric("overlap_not_for_agent", 1.0))
             self._resume_cut()
             return
-        self._emit(UserTranscript(text, final=True, end_ms=d.at_ms - d.silence_ms))
+        if text:
+            self._emit(UserTranscript(text, final=True, end_ms=d.at_ms - d.silence_ms))
+        if going_on:  # the flow hears the whole turn; the transcript has each part
+            text = f"{going_on} {text}".rstrip()
         # Likely the start of a sentence ("hi, ..."), or, over our speech, words
         # not meant for us: wait before re-prompting (`engines.hold`); if the
         # caller goes on, one answer for the whole.
@@ -458,7 +510,8 @@ class LocalDuplexEngine:
             self._quiet(d) and (self._cut is not None or not self._caller_answered))
         answer = self._hold.words(text, d.at_ms, None,  # on the worker's clock
                                   words_end_ms=d.at_ms - d.silence_ms, overlapped=not_for_us,
-                                  reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
+                                  reprompt_only=self._flow.would_only_reprompt,
+                                  ends_call=self._flow.would_end_call)  # fmt: skip
         if answer is not None:
             self._cut = None
             self._reply(answer[0])
@@ -498,10 +551,16 @@ class LocalDuplexEngine:
     def _reply(self, text: str) -> None:
         assert self._flow is not None
         self._caller_answered = True
+        before = copy.deepcopy(self._flow)
+        search = self._search
         actions = self._flow.on_user_text(text, True)
         if actions:
             self._stop_speech(drop=True)
         self._act(actions)
+        # Only speech that may be cut can be taken back (`_continued`).
+        if all(isinstance(a, ListenFor) or (isinstance(a, Say) and a.interruptible)
+               for a in actions):  # fmt: skip
+            self._answered = _Answered(text, before, search)
 
     def _stop_speech(self, *, drop: bool) -> bool:
         """Clear the interruptible speech playing now; keep the rest unless `drop`."""
@@ -540,9 +599,10 @@ class LocalDuplexEngine:
             if isinstance(action, ListenFor) and self._worker is not None:
                 if action.kind == "digits":
                     spec = action.digits
-                    self._worker.use_search(Search.DIGITS, spec.min_len if spec else 1)
+                    self._search = (Search.DIGITS, spec.min_len if spec else 1)
                 else:
-                    self._worker.use_search(Search.DOMAIN)
+                    self._search = (Search.DOMAIN, 0)
+                self._worker.use_search(*self._search)
             elif isinstance(action, ToolRequest) and self._tools is not None:
                 self._tools.run(action)
             elif isinstance(action, FlowTransfer):

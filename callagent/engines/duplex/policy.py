@@ -11,6 +11,9 @@ States (`State`) and the moves between them (`_MOVES` is the whole table):
     LISTEN --speech start--> USER_TALKING --200 ms quiet--> USER_PAUSE
     USER_PAUSE --endpoint delay--> RESPONDING (Answer)      --speech--> USER_TALKING
     USER_PAUSE after a long stretch of the caller's speech, mid-thought: Backchannel
+    LISTEN/RESPONDING --the caller goes on soon after the turn we answered-->
+        USER_TALKING (Continued): our answer came in their pause; over our
+        answer, what would yield or resume (but a backchannel) is Continued
     SPEAKING --speech start over us--> OVERLAP --soft_pause_ms--> PAUSED (Pause)
     OVERLAP/PAUSED --interruption--> USER_TALKING (Yield)
     OVERLAP/PAUSED --backchannel, side talk, short noise, then quiet--> SPEAKING (Resume)
@@ -39,6 +42,7 @@ from callagent.engines.room import ActiveLevel, RoomConfig, RoomLevels
 __all__ = [
     "Answer",
     "Backchannel",
+    "Continued",
     "Decision",
     "FrameIn",
     "Overlap",
@@ -158,7 +162,18 @@ class Backchannel:
     at_ms: float
 
 
-Decision = Answer | Backchannel | Pause | Resume | Yield
+@dataclass(frozen=True, slots=True)
+class Continued:
+    """The caller went on within `continuation_ms` of the end of the turn we
+    answered: that answer came in their pause. Drop it; their next words
+    belong to the same turn."""
+
+    at_ms: float
+    onset_ms: float
+    gap_ms: float  # from the answered words' end to this speech's onset
+
+
+Decision = Answer | Backchannel | Continued | Pause | Resume | Yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +201,11 @@ class PolicyConfig:
     backchannel_after_speech_ms: float = 2500.0
     backchannel_quiet_ms: float = 300.0
     backchannel_every_ms: float = 4000.0
+    # The caller's speech starting this soon after the words we answered is
+    # the same turn going on (a pause inside it ran past our endpoint), not a
+    # new one: Full-Duplex-Bench's pauses are 0.4-1.0 s of audio, which the
+    # VAD hears as up to ~1.3 s between the words.
+    continuation_ms: float = 1500.0
     # Levels: the caller's, faint overlaps before the caller has spoken (they
     # pause us on time, but only words make them an interruption), the room's
     # floor after faint talk with no words for us (`engines.room`).
@@ -218,6 +238,7 @@ class _Run:
     level_sum_db: float = 0.0
     level_frames: int = 0
     active: ActiveLevel = field(default_factory=ActiveLevel)  # of the same frames
+    continues: bool = False  # began within continuation_ms of the words we answered
 
     @property
     def level_db(self) -> float | None:
@@ -234,6 +255,7 @@ class TurnPolicy:
     _paused_at: float = 0.0
     _last_backchannel_ms: float = -1e9
     _backchannelled: bool = False  # in this pause already
+    _answered_end_ms: float = -1e9  # where the words of the last turn we answered ended
     levels: RoomLevels = field(init=False)
     min_digits: int = 0  # the agent asked for a number this long (0: not a number)
 
@@ -244,6 +266,10 @@ class TurnPolicy:
     def caller_level_db(self) -> float | None:
         """An average over the caller's confirmed speech, once they have spoken."""
         return self.levels.caller_level_db
+
+    def may_continue(self, t_ms: float) -> bool:
+        """Could speech starting at `t_ms` still go on the turn we answered?"""
+        return t_ms - self._answered_end_ms <= self.config.continuation_ms
 
     # ---- inputs --------------------------------------------------------------------
 
@@ -277,6 +303,10 @@ class TurnPolicy:
                     self._backchannelled = False
                 else:
                     self._begin(f, State.USER_TALKING)
+                    run = self._run
+                    assert run is not None
+                    if run.continues:  # before our answer is heard
+                        return [self._continued(f, run)]
             elif self.state is State.USER_PAUSE:
                 return self._endpoint(f)
             return []
@@ -294,7 +324,7 @@ class TurnPolicy:
         self._count(f, counted)
         if self.state is State.OVERLAP:
             if not self.levels.faint(run.level_db) and self._is_interruption(run):
-                return [self._yield(f, run, paused=False)]
+                return [self._yield_or_continued(f, run, paused=False)]
             if f.t_ms + FRAME_MS - run.onset_ms >= c.soft_pause_ms and self._quiet_ms == 0.0:
                 self._move(State.PAUSED)
                 self._paused_at = f.t_ms
@@ -307,7 +337,7 @@ class TurnPolicy:
         faint = self.levels.faint(run.level_db)
         decided = self._by_words(run) if faint else self._classify(run)
         if decided is Overlap.INTERRUPTION:
-            return [self._yield(f, run, paused=True)]
+            return [self._yield_or_continued(f, run, paused=True)]
         if faint and f.t_ms - self._paused_at >= c.room.faint_resume_ms:
             # Faint talk with no words for us: the room's. Talk on over it.
             assert run.level_db is not None  # faint means it has a level
@@ -320,6 +350,11 @@ class TurnPolicy:
                  and self._says_nothing(run))  # fmt: skip
         if quick or self._quiet_ms >= c.resume_quiet_ms:
             kind = self._classify(run)
+            if run.continues and not (_words(run.text) and self._says_nothing(run)):
+                # Words (or sound) going on the turn we answered, not a backchannel
+                # ("shipped yet" is one to `_classify`: short, few words).
+                self._move(State.USER_TALKING)
+                return [self._continued(f, run)]
             self._run = None
             self._move(State.SPEAKING)
             return [Resume(f.t_ms, kind)]
@@ -331,7 +366,19 @@ class TurnPolicy:
         votes = sum(self._window)
         onset = f.t_ms - FRAME_MS * (votes - 1)
         self._run = _Run(onset, FRAME_MS * votes, f.t_ms)
+        self._run.continues = onset - self._answered_end_ms <= self.config.continuation_ms
         self._move(state)
+
+    def _continued(self, f: FrameIn, run: _Run) -> Continued:
+        gap = run.onset_ms - self._answered_end_ms
+        self._answered_end_ms = -1e9  # its own end is the next answer's
+        return Continued(f.t_ms, run.onset_ms, gap)
+
+    def _yield_or_continued(self, f: FrameIn, run: _Run, paused: bool) -> Decision:
+        if run.continues:
+            self._move(State.USER_TALKING)
+            return self._continued(f, run)
+        return self._yield(f, run, paused)
 
     def _count(self, f: FrameIn, counted: bool) -> None:
         if counted and self._run is not None:
@@ -405,6 +452,7 @@ class TurnPolicy:
         if silence < wait:
             return []
         self._run = None
+        self._answered_end_ms = f.t_ms - silence + FRAME_MS
         self._move(State.RESPONDING)
         return [Answer(f.t_ms, silence, rule, run.level_db, run.speech_ms, run.active.db)]
 

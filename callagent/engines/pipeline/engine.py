@@ -456,7 +456,8 @@ class PipelineEngine:
                        and self._bargein_config.room.faint_turn(final.level_db))  # fmt: skip
         not_for_us = over_us is OverlapWords.UNSURE or faint_first
         answer = self._hold.words(text, decided_ms, final, words_end_ms=final.end_ms,
-                                  overlapped=not_for_us, reprompt_only=self._flow.would_only_reprompt)  # fmt: skip
+                                  overlapped=not_for_us, reprompt_only=self._flow.would_only_reprompt,
+                                  ends_call=self._flow.would_end_call)  # fmt: skip
         if answer is None:
             return
         text, first = answer
