@@ -246,9 +246,21 @@ def test_a_backchannel_over_our_early_answer_is_still_a_backchannel() -> None:
     s = answered("where is my order")
     s.policy.agent_speaking(True)
     s.run(300, True, text="okay")
-    s.run(900, False)
+    s.run(400, False)
+    # no quick resume here: "right yes" may be the start of a sentence misheard
+    assert s.of(Pause) and not s.of(Resume)
+    s.run(500, False)
     assert s.of(Resume) and not s.of(Continued)
     assert s.policy.state is State.SPEAKING
+
+
+def test_words_heard_as_backchannels_that_go_on_over_our_early_answer_take_it_back() -> None:
+    s = answered("where is my order")
+    s.policy.agent_speaking(True)
+    s.run(400, True, text="right yes")  # "It was ..." as the recogniser hears it
+    s.run(200, False)  # a gap between words
+    s.run(1200, True, text="right yes heard it arrive yesterday")
+    assert s.of(Continued) and not s.of(Resume)
 
 
 def test_speech_long_after_the_answer_is_a_new_turn() -> None:
@@ -256,3 +268,35 @@ def test_speech_long_after_the_answer_is_a_new_turn() -> None:
     s.run(1000, False)  # 1.7 s quiet after the words: past continuation_ms
     s.run(600, True, text="hello")
     assert not s.of(Continued) and s.policy.state is State.USER_TALKING
+
+
+def test_a_caller_who_had_heard_our_answer_for_a_while_cuts_in_on_it() -> None:
+    s = Script()
+    s.run(600, True, text="has my order")
+    s.run(620, False)
+    assert s.of(Answer)
+    s.policy.agent_speaking(True)  # our answer plays at once
+    s.run(840, False)  # 1.44 s after their words, but 0.84 s of our answer heard
+    s.run(800, True, text="no i want to change my address")
+    assert s.of(Yield) and not s.of(Continued)
+
+
+
+def choppy(s: Script, ms: float, text: str) -> None:
+    """Words with short gaps: 60 ms of speech, 40 ms between (6 frames in 10)."""
+    for _ in range(int(ms // 100)):
+        s.run(60, True, text=text)
+        s.run(40, False)
+
+
+def test_a_choppy_resumption_just_after_our_answer_is_heard_as_the_caller_going_on() -> None:
+    s = answered()
+    choppy(s, 600, "update the address")
+    assert s.of(Continued)  # 5 votes in 10 while the caller may be going on
+
+
+def test_choppy_sound_later_needs_the_full_start_rule() -> None:
+    s = answered()
+    s.run(1000, False)  # past continuation_ms
+    choppy(s, 600, "")
+    assert s.policy.state is State.RESPONDING and not s.out  # (no playback in this script)

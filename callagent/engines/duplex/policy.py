@@ -179,7 +179,12 @@ Decision = Answer | Backchannel | Continued | Pause | Resume | Yield
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     start_window: int = 10  # frames
-    start_votes: int = 8  # speech frames in the window to start
+    start_votes: int = 8  # speech frames in the window to start, over our speech
+    # ... and while we listen just after answering (`continuation_ms`): a
+    # caller going on after a pause ("up|date the shipping address") can have
+    # 100 ms gaps between words, and the answer must stop before it talks
+    # over them. A false start costs a wait for the endpoint.
+    listen_start_votes: int = 5
     end_quiet_ms: float = 200.0
     endpoint_complete_ms: float = 250.0
     endpoint_neutral_ms: float = 600.0
@@ -206,6 +211,9 @@ class PolicyConfig:
     # new one: Full-Duplex-Bench's pauses are 0.4-1.0 s of audio, which the
     # VAD hears as up to ~1.3 s between the words.
     continuation_ms: float = 1500.0
+    # ... unless the caller had heard this much of our answer: then they are
+    # cutting in on it (a barge-in a second into our reply), not going on.
+    continuation_heard_ms: float = 800.0
     # Levels: the caller's, faint overlaps before the caller has spoken (they
     # pause us on time, but only words make them an interruption), the room's
     # floor after faint talk with no words for us (`engines.room`).
@@ -256,6 +264,8 @@ class TurnPolicy:
     _last_backchannel_ms: float = -1e9
     _backchannelled: bool = False  # in this pause already
     _answered_end_ms: float = -1e9  # where the words of the last turn we answered ended
+    _now_ms: float = 0.0  # the end of the last frame
+    _speaking_from_ms: float = 0.0  # when our audio last began playing
     levels: RoomLevels = field(init=False)
     min_digits: int = 0  # the agent asked for a number this long (0: not a number)
 
@@ -281,6 +291,7 @@ class TurnPolicy:
         """Our audio began (or finished) playing."""
         if speaking and self.state in (State.LISTEN, State.RESPONDING, State.USER_PAUSE):
             self._move(State.SPEAKING)
+            self._speaking_from_ms = self._now_ms
         elif not speaking and self.state is State.SPEAKING:
             self._move(State.LISTEN)
         elif not speaking and self.state is State.RESPONDING:
@@ -290,13 +301,17 @@ class TurnPolicy:
 
     def frame(self, f: FrameIn) -> list[Decision]:
         c = self.config
+        self._now_ms = f.t_ms + FRAME_MS
         self.levels.frame(f.speech)
         over_us = self.state in (State.SPEAKING, State.OVERLAP, State.PAUSED)
         counted = f.speech and not f.echo and not self.levels.background(f.level_db, over_us=over_us)
         self._window.append(counted)
         self._quiet_ms = 0.0 if counted else self._quiet_ms + FRAME_MS
-        started = sum(self._window) >= c.start_votes
+        votes = sum(self._window)
+        started = votes >= c.start_votes
         if self.state in (State.LISTEN, State.RESPONDING, State.USER_PAUSE):
+            if self.state is not State.USER_PAUSE and self.may_continue(f.t_ms):
+                started = votes >= c.listen_start_votes  # the caller may be going on
             if started:
                 if self.state is State.USER_PAUSE and self._run is not None:
                     self._move(State.USER_TALKING)  # the caller went on after a pause
@@ -345,7 +360,9 @@ class TurnPolicy:
             self._run = None
             self._move(State.SPEAKING)
             return [Resume(f.t_ms, Overlap.SIDE_TALK)]
-        quick = (run.speech_ms <= c.quick_resume_speech_ms
+        # Not over an answer the caller may be going on from: the recogniser
+        # hears the start of a sentence as "right yes" often enough.
+        quick = (run.speech_ms <= c.quick_resume_speech_ms and not run.continues
                  and self._quiet_ms >= c.quick_resume_quiet_ms
                  and self._says_nothing(run))  # fmt: skip
         if quick or self._quiet_ms >= c.resume_quiet_ms:
@@ -366,7 +383,10 @@ class TurnPolicy:
         votes = sum(self._window)
         onset = f.t_ms - FRAME_MS * (votes - 1)
         self._run = _Run(onset, FRAME_MS * votes, f.t_ms)
-        self._run.continues = onset - self._answered_end_ms <= self.config.continuation_ms
+        c = self.config
+        heard_ms = onset - self._speaking_from_ms if state is State.OVERLAP else 0.0
+        self._run.continues = (onset - self._answered_end_ms <= c.continuation_ms
+                               and heard_ms <= c.continuation_heard_ms)  # fmt: skip
         self._move(state)
 
     def _continued(self, f: FrameIn, run: _Run) -> Continued:
