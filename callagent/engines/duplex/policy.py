@@ -165,8 +165,8 @@ class Backchannel:
 @dataclass(frozen=True, slots=True)
 class Continued:
     """The caller went on within `continuation_ms` of the end of the turn we
-    answered: that answer came in their pause. Drop it; their next words
-    belong to the same turn."""
+    answered, before hearing `continuation_heard_ms` of our answer: it came
+    in their pause. Drop it; their next words belong to the same turn."""
 
     at_ms: float
     onset_ms: float
