@@ -721,7 +721,7 @@ class Flow:
         stopped (`engines.hold`)."""
         return self._probe(text) == "end"
 
-    def _probe(self, text: str) -> str:
+    def _probe(self, text: str) -> Literal["reprompt", "end", "move", ""]:
         """What `text` would do here, on a copy: "reprompt", "end" (hang up
         or transfer), "move" or "" (not listening, or nothing)."""
         if self._state is not FlowState.LISTENING:

@@ -557,9 +557,10 @@ class LocalDuplexEngine:
         if actions:
             self._stop_speech(drop=True)
         self._act(actions)
-        # Only speech that may be cut can be taken back (`_continued`).
-        if all(isinstance(a, ListenFor) or (isinstance(a, Say) and a.interruptible)
-               for a in actions):  # fmt: skip
+        # Only speech that may be cut can be taken back (`_continued`); an
+        # answer of nothing has nothing to take back, and must not cut what plays.
+        if actions and all(isinstance(a, ListenFor) or (isinstance(a, Say) and a.interruptible)
+                           for a in actions):  # fmt: skip
             self._answered = _Answered(text, before, search)
 
     def _stop_speech(self, *, drop: bool) -> bool:
