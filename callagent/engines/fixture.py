@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from callagent.audio.codec import pcm_rms
 from callagent.audio.pcm import Pcm
 from callagent.audio.wavfile import read_wav
 from callagent.engines.base import (
@@ -90,7 +91,9 @@ class FixtureEngine:
     def feed(self, chunk: Pcm) -> None:
         if chunk.rate != self.input_rate:
             raise ValueError(f"fixture engine takes {self.input_rate} Hz audio, got {chunk.rate}")
-        samples = np.concatenate([self._pending, chunk.samples])
+        samples = chunk.samples
+        if len(self._pending):
+            samples = np.concatenate([self._pending, samples])
         whole = len(samples) - len(samples) % FRAME
         for start in range(0, whole, FRAME):
             self._frame(samples[start : start + FRAME])
@@ -122,7 +125,7 @@ class FixtureEngine:
         self._events.put_nowait(AgentTurnDone(turn_id, reply.text))
 
     def _frame(self, frame: np.ndarray) -> None:
-        rms = float(np.sqrt(np.dot(frame, frame.astype(np.float64)) / len(frame)))
+        rms = pcm_rms(frame)
         now = self._fed_ms
         self._fed_ms += 20.0
         if rms >= self._script.speech_rms:

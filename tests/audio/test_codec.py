@@ -35,7 +35,7 @@ def _g711_decode(code: int) -> int:
 
 def test_public_names_are_pinned() -> None:
     assert codec.__all__ == ["ALAW_SILENCE", "ULAW_SILENCE", "BytesLike", "alaw_to_pcm",
-                             "as_samples", "pcm_to_alaw", "pcm_to_ulaw", "ulaw_to_pcm"]  # fmt: skip
+                             "as_samples", "pcm_rms", "pcm_to_alaw", "pcm_to_ulaw", "ulaw_to_pcm"]  # fmt: skip
 
 
 def test_decode_matches_audioop_for_all_256_codes() -> None:
@@ -169,3 +169,22 @@ def test_alaw_input_checks_match_mu_law() -> None:
         pcm_to_alaw(b"\x00\x01\x02")
     samples = alaw_to_pcm(b"\xd5\x55")
     samples[0] = 1  # writable, not a view of audioop's bytes
+
+
+# ---- level -----------------------------------------------------------------------------
+
+
+def test_rms_is_the_root_mean_square() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.integers(-32768, 32768, 160).astype(np.int16)
+    exact = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    assert abs(codec.pcm_rms(x) - exact) <= 1.0  # audioop truncates to an int
+    assert codec.pcm_rms(np.full(160, -1000, np.int16)) == 1000.0
+    assert codec.pcm_rms(np.zeros(0, np.int16)) == 0.0
+
+
+def test_rms_reads_a_strided_view_and_rejects_what_is_not_samples() -> None:
+    x = np.arange(320, dtype=np.int16)
+    assert codec.pcm_rms(x[::2]) == codec.pcm_rms(x[::2].copy())
+    with pytest.raises(ValueError, match="int16"):
+        codec.pcm_rms(np.zeros(160, np.float32))  # type: ignore[arg-type]

@@ -336,3 +336,55 @@ def test_a_batch_outside_one_frame_to_half_the_lead_is_rejected(lead_ms: float, 
 def test_a_batch_that_is_not_a_number_is_rejected(bad: object) -> None:
     with pytest.raises(ValueError, match=r"^batch_ms must be a number of milliseconds, got "):
         OutboundPacer(batch_ms=bad)  # type: ignore[arg-type]
+
+
+# ---- timers that fire early ----------------------------------------------------------
+
+
+def _early_run(p: OutboundPacer, frames: int, early_s: float) -> tuple[int, int]:
+    """A shell whose timers fire ``early_s`` before the time asked for, except
+    that a wait no longer than that ends at its time (a timer for less than a
+    millisecond, re-armed at once): (wake-ups, wake-ups that found nothing due)."""
+    for i in range(frames):
+        p.push_frame(_frame(i), 10.0)
+    now, wakes, idle, sent = 10.0, 0, 0, 0
+    while sent < frames:
+        got = _frames_of(p.due(now))
+        wakes += 1
+        idle += not got
+        sent += len(got)
+        assert p.queued_ms(now) <= 200 + 2 + 1e-6  # the lead, plus at most early_ms
+        wake = p.next_due_at(now)
+        assert wake is not None or sent == frames
+        if wake is not None:
+            now = wake - early_s if wake - now > early_s + 1e-9 else wake
+    return wakes, idle
+
+
+def test_a_timer_that_fires_early_still_finds_its_pass_due() -> None:
+    wakes, idle = _early_run(OutboundPacer(200, batch_ms=60, early_ms=2), 100, early_s=0.0015)
+    assert idle == 0
+    assert wakes == 1 + 30  # the first pass, then one per batch of three frames
+
+
+def test_without_early_ms_an_early_timer_wakes_for_nothing() -> None:
+    # The spin it prevents: each pass is first missed, then found a moment later.
+    wakes, idle = _early_run(OutboundPacer(200, batch_ms=60), 100, early_s=0.0015)
+    assert idle == 30 and wakes == 1 + 30 + 30
+
+
+def test_early_ms_sends_a_pass_no_more_than_that_early() -> None:
+    p = OutboundPacer(200, batch_ms=60, early_ms=2)
+    for _ in range(20):
+        p.push_frame(FRAME, 0.0)
+    p.due(0.0)  # the lead is full; the next pass is due at 0.06
+    assert _frames_of(p.due(0.0575)) == []
+    frames = _frames_of(p.due(0.0585))
+    assert len(frames) == 3 and p.queued_ms(0.0585) == pytest.approx(201.5)
+    assert p.late_frames == 0 and p.max_late_ms == 0
+
+
+@pytest.mark.parametrize("bad", [-1, 10.5, math.nan, "1", True])
+def test_an_early_ms_outside_0_to_half_a_frame_is_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"^early_ms must be between 0 and 10 ms, got "):
+        OutboundPacer(early_ms=bad)  # type: ignore[arg-type]
