@@ -13,6 +13,10 @@ server it measures) and prints:
   after their schedule, ``call_metrics.late_frames``) and the callers' count
   (frames arriving more than 20 ms after the audio ahead of them had played,
   inside one run of agent speech: a gap the caller hears);
+- the same machine's minimal frame loop (``bench/wake_floor.py``): what a
+  Python process doing the least possible work per 20 ms frame costs per
+  second here, the yardstick for the one-call figure, which is mostly the
+  machine's price for waking a sleeping process 50 times a second;
 - how late the client processes' event loops ran, so that a late frame can be
   blamed on the server or on the simulator, and how busy the rest of the
   machine was (other processes' CPU, CPU pressure from /proc/pressure/cpu).
@@ -59,6 +63,7 @@ from callagent.audio.pcm import Pcm, Samples
 from callagent.audio.resample import make_resampler
 from callagent.audio.wavfile import read_wav
 from callagent.bench._server import TOKEN, proc_cpu_seconds, proc_status_number, serve, settle
+from callagent.bench.wake_floor import measure_floor
 from callagent.sim.caller import SimulatedCall, run_simulated_call
 from callagent.sim.playout import CallerPlayout
 from callagent.store.db import PROJECT_ROOT, sync_url
@@ -366,6 +371,9 @@ class MediaResult:
     clears: int
     cores: int
     machine: str
+    # The least a Python process pays per call-second here (wake_floor), same run; None: not run.
+    floor_cpu_per_s: float | None = None
+    floor_us_per_frame: float | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -412,6 +420,10 @@ def run(args: argparse.Namespace) -> MediaResult:
         time.sleep(idle_s)
         idle_cpu, idle_window = server.cpu_seconds() - cpu, time.monotonic() - t
         idle_rss = proc_status_number(server.pid, "VmRSS") / 1024.0
+        floor = None
+        if args.floor_seconds > 0:
+            _say(f"minimal frame loop {args.floor_seconds:g} s (what this machine charges per call)")
+            floor = measure_floor(args.floor_seconds)
 
         mark: dict[str, float] = {}
         profiler: list[subprocess.Popen[bytes]] = []
@@ -473,7 +485,9 @@ def run(args: argparse.Namespace) -> MediaResult:
         cpu_pressure_pct=100.0 * pressure_s / window_s, server_preempted=int(preempted),
         frames_out_server=int(total("frames_out")), frames_out_client=sum(o.frames for o in outcomes),
         frames_in_server=int(total("frames_in")), clears=sum(o.clears for o in outcomes),
-        cores=len(os.sched_getaffinity(0)), machine=machine(), errors=errors,
+        cores=len(os.sched_getaffinity(0)), machine=machine(),
+        floor_cpu_per_s=floor.cpu_per_s if floor else None,
+        floor_us_per_frame=floor.us_per_frame if floor else None, errors=errors,
     )
 
 
@@ -505,6 +519,12 @@ def render(r: MediaResult) -> str:
         ("CPU s per call-second, minus idle", (f"{r.cpu_per_call_s_net:.5f}  "
          f"(target <= {CPU_TARGET}: {verdict(r.cpu_per_call_s_net <= CPU_TARGET)})")),
         ("CPU us per media frame, minus idle", f"{r.cpu_us_per_message:.0f}  (per frame in or out)"),
+        *([] if r.floor_cpu_per_s is None or r.floor_us_per_frame is None else [
+            # The yardstick for few calls: at one call the machine's wake-up cost dominates.
+            ("minimal frame loop, this machine", (f"{r.floor_cpu_per_s:.5f} CPU s per second, "
+             f"{r.floor_us_per_frame:.0f} us per frame (least per call; calls here: "
+             f"{r.cpu_per_call_s_net / r.floor_cpu_per_s:.1f} x)" if r.floor_cpu_per_s else "-")),
+        ]),
         ("server peak RSS MB", f"{r.peak_rss_mb:.1f}  (idle before calls {r.idle_rss_mb:.1f})"),
         # The issue's figure: frames that *arrived* late, i.e. a gap the caller hears.
         ("late frames, caller playout", (f"{r.client_late_frames}  (max {r.client_max_late_ms:.1f} ms; "
@@ -555,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="callers offer no permessage-deflate (the simulator offers it by default)")
     p.add_argument("--idle-seconds", type=float, help="idle baseline window (default: --seconds)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of one unmeasured call first")
+    p.add_argument("--floor-seconds", type=float, default=10.0,
+                   help="run the minimal frame loop (bench/wake_floor.py) this long before the calls, "
+                        "as the machine's yardstick (0: skip)")
     p.add_argument("--database-url", help="run against this database (default: SQLite in a temp dir)")
     p.add_argument("--port", type=int, help="server port (default: a free one)")
     p.add_argument("--profile", help="profile the server into this file: *.prof runs it under cProfile "

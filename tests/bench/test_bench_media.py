@@ -14,6 +14,7 @@ import numpy as np
 from callagent.audio.pcm import Pcm
 from callagent.bench.__main__ import available
 from callagent.bench.media import RATE, ArrivalPlayout, caller_audio
+from callagent.bench.wake_floor import measure_floor
 
 FRAME = np.zeros(160, np.int16)  # 20 ms
 
@@ -33,7 +34,8 @@ def figure(out: str, label: str) -> str:
 
 def test_two_short_calls_print_every_figure_and_they_add_up(tmp_path: Path) -> None:
     run = bench("media", "--calls", "2", "--seconds", "2", "--idle-seconds", "1",
-                "--warmup", "0", "--client-idle", "--json", str(tmp_path / "media.json"))
+                "--warmup", "0", "--client-idle", "--floor-seconds", "1",
+                "--json", str(tmp_path / "media.json"))
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert figure(out, "calls completed / recorded by server") == "2 / 2 of 2"
@@ -55,6 +57,19 @@ def test_two_short_calls_print_every_figure_and_they_add_up(tmp_path: Path) -> N
     assert 0 < r["frames_out_client"] <= r["frames_out_server"]  # the greeting played
     assert r["server_late_frames"] >= 0 and r["client_late_frames"] >= 0
     assert r["client_max_late_ms"] >= 0 and r["server_max_late_ms"] >= 0
+    # The machine's yardstick ran, in a process of its own, and is printed beside the calls.
+    assert 0 < r["floor_cpu_per_s"] < r["cores"] and r["floor_us_per_frame"] > 0
+    assert figure(out, "minimal frame loop, this machine").startswith(f"{r['floor_cpu_per_s']:.5f} CPU s")
+
+
+def test_the_minimal_frame_loop_reads_every_frame_sent() -> None:
+    floor = measure_floor(1.0)
+    assert floor.frames == 50 and 1.0 <= floor.seconds < 3.0
+    # The child's CPU: more than nothing, less than all of it (bounds, not speed).
+    assert 0 < floor.cpu_s < floor.seconds
+    assert floor.us_per_frame == 1e6 * floor.cpu_s / 50
+    run = bench("wake_floor", "--seconds", "0.5", timeout=30)
+    assert run.returncode == 2 and "--seconds" in run.stderr
 
 
 def test_the_dispatcher_finds_benchmarks_by_module_name() -> None:
