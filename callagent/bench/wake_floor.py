@@ -24,7 +24,6 @@ import multiprocessing
 import socket
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -61,12 +60,9 @@ class FloorResult:
 
 def _minimal_server(conn: Connection) -> None:
     """The child: a uvloop server doing a media frame's least work per message."""
-    import numpy as np
     import uvloop
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import audioop
+    from callagent.audio.codec import pcm_rms, ulaw_to_pcm
 
     outbound = b"".join(_message(i) for i in range(3))
 
@@ -81,8 +77,7 @@ def _minimal_server(conn: Connection) -> None:
             while (end := self.buffer.find(b"\n")) >= 0:
                 line, self.buffer = self.buffer[:end], self.buffer[end + 1 :]
                 media = json.loads(line)["media"]
-                pcm = np.frombuffer(audioop.ulaw2lin(base64.b64decode(media["payload"]), 2), np.int16)
-                audioop.rms(pcm.data, 2)
+                pcm_rms(ulaw_to_pcm(base64.b64decode(media["payload"])))
                 self.count += 1
                 if self.count % 3 == 0:
                     self.transport.write(outbound)  # type: ignore[attr-defined]
@@ -106,6 +101,8 @@ def measure_floor(seconds: float = 10.0) -> FloorResult:
     process = multiprocessing.get_context("spawn").Process(target=_minimal_server, args=(child,), daemon=True)
     process.start()
     try:
+        if not parent.poll(60):
+            raise RuntimeError(f"the minimal frame loop's process did not start (exit code {process.exitcode})")
         port = parent.recv()
         assert process.pid is not None
         with socket.create_connection(("127.0.0.1", port)) as sock:
