@@ -25,6 +25,7 @@ __all__ = ["CutSpeech", "Resumption", "resumption"]
 
 CONTINUE_WITHIN_MS = 1500.0
 BACKUP_MS = 120.0
+BRIDGE = "As I was saying, "
 
 Sentence = tuple[str, bool]  # (text, interruptible)
 
@@ -67,6 +68,17 @@ def resumption(
         sentences[0] = (rest, interruptible)
         ready[0] = Pcm(pcm.samples[int(from_ms * pcm.rate / 1000) :], pcm.rate)
         return Resumption(sentences, ready)
-    sentences[0] = (f"As I was saying, {first[:1].lower()}{first[1:]}", interruptible)
+    sentences[0] = (_bridged(first), interruptible)
     ready.pop(0, None)  # new words: synthesized again
     return Resumption(sentences, ready)
+
+
+def _bridged(sentence: str) -> str:
+    """``sentence`` after the bridge, once: a resumption cut before any of it was
+    heard starts from the bridged sentence, which must not say it twice."""
+    if sentence.startswith(BRIDGE):
+        return sentence
+    word = sentence.split(" ", 1)[0]
+    # "I", "I'm", "I'll" keep their capital; the first word of anything else is lowered.
+    keep = word == "I" or word.startswith("I'")
+    return f"{BRIDGE}{sentence if keep else sentence[:1].lower() + sentence[1:]}"

@@ -49,3 +49,17 @@ def test_sentences_without_audio_yet_are_left_to_synthesis() -> None:
     cut = CutSpeech(0.0, list(SENTENCES), [audio(2.0, 1)], 500.0)
     r = resumption(cut, now_ms=300.0)
     assert set(r.ready) == {0}
+
+
+def test_a_resumption_cut_again_does_not_say_the_bridge_twice() -> None:
+    again = CutSpeech(20_000.0, [("As I was saying, your order ships on Tuesday.", True)], [], 0.0)
+    r = resumption(again, now_ms=30_000.0)
+    assert r.sentences[0] == ("As I was saying, your order ships on Tuesday.", True)
+
+
+def test_the_bridge_keeps_the_capital_of_i() -> None:
+    for first, expected in (("I can check the status.", "As I was saying, I can check the status."),
+                            ("I'm checking now.", "As I was saying, I'm checking now."),
+                            ("It ships today.", "As I was saying, it ships today.")):
+        r = resumption(CutSpeech(1_000.0, [(first, True)], [], 0.0), now_ms=9_000.0)
+        assert r.sentences[0] == (expected, True)
