@@ -24,10 +24,10 @@ The estimate ignores network transit: real playback trails it by the one-way
 delay. Mark echoes (``call/playback.py``) are the authoritative record.
 
 Early timers: with ``early_ms``, a pass due within that much of ``now`` goes
-now. A shell whose timers can fire a little before their due time (uvloop's
-count whole milliseconds from a loop time cached at the start of each
-iteration) would otherwise wake, find nothing due, and re-arm a
-sub-millisecond timer that fires at once: a spin of a hundred or so idle
+now. A shell whose timers can fire a little before their due time (uvloop
+rounds a delay to whole milliseconds on a millisecond clock, and runs a
+delay that rounds to 0 at once) would otherwise wake, find nothing due, and
+re-arm a sub-millisecond timer that fires at once: a spin of a hundred or so idle
 wake-ups a second per call. The lead may then exceed ``lead_ms`` by up to
 ``early_ms``.
 

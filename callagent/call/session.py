@@ -83,8 +83,8 @@ log = logging.getLogger(__name__)
 TURN_STAGE_METRICS = ("stt_ms", "brain_ms", "tts_ms")
 
 RATE = 8000
-# How early the pump's timer may fire (uvloop: whole milliseconds from a loop
-# time cached per iteration); the pacer sends a pass due that soon at once.
+# How early the pump's timer may fire (uvloop rounds delays to whole
+# milliseconds on a millisecond clock); the pacer sends a pass due that soon at once.
 PUMP_TIMER_EARLY_MS = 2.0
 Send = Callable[[str], Awaitable[None]]
 
